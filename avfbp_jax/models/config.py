@@ -1,0 +1,63 @@
+"""Default model configuration (design brief section 2).
+
+Every detail the paper leaves open is a field here; fields marked *(chosen)* in the design brief
+keep the brief's default.
+"""
+
+import ml_collections
+
+FUSION_TYPES = ("audio", "video", "concat", "late", "gfbp", "agfbp", "amfbp")
+
+
+def model_config() -> ml_collections.ConfigDict:
+    """Returns the paper-sized default model: AM-FBP over an AlexNet-width audio FCN."""
+    c = ml_collections.ConfigDict()
+    c.fusion = "amfbp"  # one of FUSION_TYPES
+    c.num_classes = 4
+    c.dtype = "float32"  # compute dtype: "float32" or "bfloat16"; parameters stay float32
+
+    # 2.1 Audio front end, computed on device.
+    c.frontend = ml_collections.ConfigDict()
+    c.frontend.sample_rate = 16000
+    c.frontend.win_length = 640  # 40 ms Hamming window
+    c.frontend.hop_length = 160  # 10 ms hop
+    c.frontend.n_fft = 800  # (chosen)
+    c.frontend.n_bins = 200  # lowest 200 bins, 0-4 kHz (chosen)
+    c.frontend.log_floor = 1e-10
+    c.frontend.normalize = True  # per-utterance mean/variance over valid frames (chosen)
+
+    # 2.2 Audio stream: FCN + LRN + attention.
+    c.audio = ml_collections.ConfigDict()
+    c.audio.width = 1.0  # channel multiplier; < 1 for tests and CPU demos
+    c.audio.channels = (96, 256, 384, 384, 256)  # (chosen, predecessor FCN)
+    c.audio.kernels = (11, 5, 3, 3, 3)
+    c.audio.conv1_stride = 4
+    c.audio.pool_after = (0, 1, 4)  # max-pool 3/2 after conv1, conv2, conv5
+    c.audio.pool_window = 3
+    c.audio.pool_stride = 2
+    c.audio.lrn_after = (0, 1)
+    c.audio.lrn_size = 5
+    c.audio.lrn_alpha = 1e-4
+    c.audio.lrn_beta = 0.75
+    c.audio.lrn_k = 2.0
+    c.audio.attention = "1d"  # "1d" over time (chosen) or "2d" over frequency x time
+    c.audio.attention_dim = 256
+    c.audio.attention_lambda = 0.3  # (chosen)
+
+    # 2.3 Video stream: per-frame encoder + frame self-attention.
+    c.video = ml_collections.ConfigDict()
+    c.video.encoder = "cnn"  # "cnn" (trainable, face crops), "fer" (frozen FER port), "identity"
+    c.video.crop_size = 64  # grayscale face crop side (chosen; the FER port's input size)
+    c.video.cnn_channels = (32, 64, 128)
+    c.video.feature_dim = 128  # per-frame feature size after the encoder's projection
+    c.video.attention = "sigmoid"  # "sigmoid" (frame attention networks) or "softmax"
+
+    # 2.4 / 2.5 Fusion.
+    c.fbp_k = 5
+    c.fbp_o = 1000
+    c.fbp_dropout = 0.1
+    c.adaptive_hidden = 128  # MLP producing the AG-FBP modality weights (chosen)
+    c.num_trunks = 3  # AM-FBP intra-trunk segments (chosen)
+    c.head_hidden = 256  # MLP width of the concat head
+    c.head_dropout = 0.0
+    return c
