@@ -2,3 +2,13 @@
 recognition, in JAX/Flax."""
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # `avfbp_jax.load_exported` without importing jax or model code until it is used.
+    if name == "load_exported":
+        from avfbp_jax.export import load_exported
+
+        return load_exported
+    raise AttributeError(f"module 'avfbp_jax' has no attribute {name!r}")
+

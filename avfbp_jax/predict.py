@@ -1,0 +1,290 @@
+"""`avfbp predict MODEL_DIR MEDIA...`: per-class probabilities for media files.
+
+MEDIA is any mix of video files, audio files, and folders (searched recursively). Files in one
+folder with the same stem are one recording: an audio file next to a video file of the same stem
+is its sound track (the folder corpus layout), whether it is named or not; a video without one
+uses the audio track inside its container.
+
+Each recording goes through the training pipeline (avfbp_jax.data.prepare.load_clip: decode,
+resample to the bundle's sample rate, sample frames at its fps, crop faces) and then through the
+exported function of MODEL_DIR (an `avfbp export` bundle), in batches. What is missing falls
+back to the modality that is there, because the model masks invalid steps everywhere:
+  * no face in any frame (or no video file): every frame is masked, the video stream pools
+    nothing and contributes zero features; the prediction rests on the audio;
+  * no usable audio (no track, silent, unreadable): audio_len is 0, the audio stream is masked
+    out the same way; the prediction rests on the faces;
+  * neither (or the missing one is the only modality the model uses): the file is skipped.
+Each fallback is reported next to the file's result. A prediction that comes out non-finite is
+reported as skipped rather than printed.
+
+Batches are padded to the bundle's length buckets (recordings longer than the last bucket to
+whole seconds), and the batch dimension to --batch-size, so only a few shapes are compiled.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from avfbp_jax.data.config import data_config
+from avfbp_jax.data.corpora import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+from avfbp_jax.data.faces import FaceCropper
+from avfbp_jax.data.media import MediaError, read_audio, read_video
+from avfbp_jax.data.prepare import Progress, load_clip
+from avfbp_jax.export import load_exported
+
+
+@dataclasses.dataclass(frozen=True)
+class Recording:
+    """One input: a video and/or an audio file (None where absent)."""
+
+    video: str | None
+    audio: str | None
+
+    @property
+    def name(self) -> str:
+        return self.video or self.audio
+
+
+@dataclasses.dataclass
+class Decoded:
+    """A recording's arrays (audio None when unusable) and what was missing."""
+
+    audio: np.ndarray | None
+    frames: np.ndarray  # uint8 [T, S, S] face crops, zero where no face
+    frame_mask: np.ndarray  # bool [T]: a face was found
+    problems: list[str]
+
+
+def find_recordings(paths: Sequence[str]) -> list[Recording]:
+    """The recordings named by `paths` (files or folders), pairing same-stem audio and video."""
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            for root, dirs, names in os.walk(path):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                files += [os.path.join(root, n) for n in sorted(names)
+                          if n.lower().endswith(AUDIO_EXTENSIONS + VIDEO_EXTENSIONS)]
+        elif os.path.isfile(path):
+            if not path.lower().endswith(AUDIO_EXTENSIONS + VIDEO_EXTENSIONS):
+                raise ValueError(f"{path}: not a media file (extensions: "
+                                 f"{' '.join(AUDIO_EXTENSIONS + VIDEO_EXTENSIONS)})")
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    files = list(dict.fromkeys(os.path.normpath(f) for f in files))  # each once, in order
+    audio = {os.path.splitext(f)[0]: f for f in files if f.lower().endswith(AUDIO_EXTENSIONS)}
+    videos = [f for f in files if f.lower().endswith(VIDEO_EXTENSIONS)]
+    recordings = [Recording(v, audio.get(os.path.splitext(v)[0]) or _sibling_audio(v))
+                  for v in videos]
+    paired = {r.audio for r in recordings}
+    return recordings + [Recording(None, a) for a in audio.values() if a not in paired]
+
+
+def _sibling_audio(video: str) -> str | None:
+    """The audio file next to `video` with the same stem, if there is one."""
+    stem = os.path.splitext(video)[0]
+    return next((stem + ext for ext in AUDIO_EXTENSIONS if os.path.isfile(stem + ext)), None)
+
+
+def decode(recording: Recording, preprocessing: dict, cropper: FaceCropper) -> Decoded:
+    """The recording through load_clip; on failure, each stream alone to keep what is usable."""
+    rate, fps = preprocessing["sample_rate"], preprocessing["fps"]
+    if recording.video is not None:
+        try:
+            clip = load_clip(recording.video, recording.audio, sample_rate=rate, fps=fps,
+                             cropper=cropper, require_face=False)
+        except MediaError:
+            pass  # decode the streams one by one below to find out which one is unusable
+        else:
+            mask = clip["frame_mask"]
+            problems = [] if mask.any() else [f"no face in any of {len(mask)} frames"]
+            return Decoded(clip["audio"], clip["frames"], mask, problems)
+    problems = []
+    try:
+        audio = read_audio(recording.audio or recording.video, rate)
+    except MediaError as e:
+        audio = None
+        problems.append(f"no usable audio ({e})")
+    side = cropper.crop_size
+    crops, mask = np.zeros((0, side, side), np.uint8), np.zeros(0, bool)
+    if recording.video is None:
+        problems.append("no video file")
+    else:
+        try:
+            frames, _ = read_video(recording.video, fps)
+            crops, mask = cropper.crop_frames(frames)
+            if not mask.any():
+                problems.append(f"no face in any of {len(mask)} frames")
+        except MediaError as e:
+            problems.append(f"no usable video ({e})")
+    return Decoded(audio, crops, mask, problems)
+
+
+_cropper: FaceCropper | None = None
+
+
+def _decode_job(job: tuple[Recording, dict]) -> Decoded:
+    """decode() with one FaceCropper per process (for the worker pool)."""
+    global _cropper
+    recording, preprocessing = job
+    if _cropper is None or _cropper.crop_size != preprocessing["crop_size"]:
+        _cropper = FaceCropper(preprocessing["crop_size"])
+    return decode(recording, preprocessing, _cropper)
+
+
+def fallback(decoded: Decoded, fusion: str) -> str | None:
+    """None if the model can run on what was decoded, else why the recording is skipped."""
+    uses_audio, uses_video = fusion != "video", fusion != "audio"
+    has_audio, has_faces = decoded.audio is not None, bool(decoded.frame_mask.any())
+    if (uses_audio and has_audio) or (uses_video and has_faces):
+        return None
+    return "; ".join(decoded.problems)
+
+
+def padded_shape(items: Sequence[Decoded], preprocessing: dict, min_samples: int) -> tuple:
+    """(audio samples, frames) of the bucket that holds the longest item."""
+    rate, fps = preprocessing["sample_rate"], preprocessing["fps"]
+    seconds = max(max(len(d.audio) / rate if d.audio is not None else 0.0, len(d.frame_mask) / fps)
+                  for d in items)
+    bucket = next((b for b in preprocessing["buckets_s"] if b >= seconds - 1e-6),
+                  math.ceil(seconds))
+    samples = max(round(bucket * rate), min_samples,
+                  *(len(d.audio) for d in items if d.audio is not None))
+    frames = max(math.ceil(bucket * fps - 1e-6), 1, *(len(d.frame_mask) for d in items))
+    return samples, frames
+
+
+def make_batch(items: Sequence[Decoded], batch_size: int, preprocessing: dict,
+               min_samples: int) -> dict[str, np.ndarray]:
+    """A contract batch of `items`, padded to a bucket and to batch_size rows (copies of row 0)."""
+    samples, frames = padded_shape(items, preprocessing, min_samples)
+    side = preprocessing["crop_size"]
+    batch = {"audio": np.zeros((batch_size, samples), np.float32),
+             "audio_len": np.zeros(batch_size, np.int32),
+             "frames": np.zeros((batch_size, frames, side, side), np.uint8),
+             "frame_len": np.zeros(batch_size, np.int32),
+             "frame_mask": np.zeros((batch_size, frames), bool)}
+    for row in range(batch_size):
+        d = items[row if row < len(items) else 0]
+        if d.audio is not None:
+            batch["audio"][row, :len(d.audio)] = d.audio
+            batch["audio_len"][row] = len(d.audio)
+        t = len(d.frame_mask)
+        batch["frames"][row, :t] = d.frames
+        batch["frame_len"][row] = t
+        batch["frame_mask"][row, :t] = d.frame_mask
+    return batch
+
+
+def predict(model_dir: str, paths: Sequence[str], *, batch_size: int = 8, workers: int = 1,
+            progress: bool = True) -> Iterator[dict]:
+    """Yields one result per recording, in input order (with workers > 1, that many processes
+    decode ahead while the model runs):
+    {"file", "video", "audio", "probabilities": {label: p}, "prediction", "notes"} or
+    {"file", "video", "audio", "skipped": reason}.
+    """
+    infer, meta = load_exported(model_dir)
+    pre = meta["preprocessing"]
+    if pre["frame_input"] != "face_crops":
+        raise ValueError(f"{model_dir}: this model takes precomputed per-frame features, not "
+                         "face crops; predict works on media only for face-crop models")
+    recordings = find_recordings(paths)
+    if not recordings:
+        raise ValueError(f"no media files in {' '.join(paths)}")
+    labels, fusion = meta["labels"], meta["model_config"]["fusion"]
+    bar = Progress(len(recordings)) if progress else None
+    # (recording, decoded, skip reason or None), in input order, until a batch is full.
+    pending: list[tuple[Recording, Decoded, str | None]] = []
+
+    def flush() -> Iterator[dict]:
+        runnable = [d for _, d, reason in pending if reason is None]
+        probs = []
+        if runnable:
+            batch = make_batch(runnable, batch_size, pre, meta["min_audio_samples"])
+            probs = list(np.asarray(infer(batch)["probs"])[:len(runnable)])
+        for recording, decoded, reason in pending:
+            result = {"file": recording.name, "video": recording.video, "audio": recording.audio}
+            if reason is None:
+                p = probs.pop(0)
+                if np.all(np.isfinite(p)):
+                    yield result | {"probabilities": dict(zip(labels, map(float, p), strict=True)),
+                                    "prediction": labels[int(np.argmax(p))],
+                                    "notes": decoded.problems}
+                    continue
+                reason = "the model gave non-finite probabilities"
+            yield result | {"skipped": reason}
+        if bar:
+            bar.update(len(pending))
+        pending.clear()
+
+    jobs = [(recording, pre) for recording in recordings]
+    parallel = workers > 1 and len(jobs) > 1
+    with (multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) if parallel
+          else contextlib.nullcontext()) as pool:
+        for recording, decoded in zip(recordings, pool.imap(_decode_job, jobs) if parallel
+                                      else map(_decode_job, jobs), strict=True):
+            pending.append((recording, decoded, fallback(decoded, fusion)))
+            if sum(reason is None for _, _, reason in pending) == batch_size:
+                yield from flush()
+        if pending:
+            yield from flush()
+    if bar:
+        bar.close()
+
+
+def format_result(result: dict) -> str:
+    """One line: file, top class, every class's probability, and notes or the skip reason."""
+    if "skipped" in result:
+        return f"{result['file']}: skipped: {result['skipped']}"
+    probs = "  ".join(f"{k} {v:.3f}" for k, v in result["probabilities"].items())
+    notes = f"  [{'; '.join(result['notes'])}]" if result["notes"] else ""
+    return f"{result['file']}: {result['prediction']}  ({probs}){notes}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a bundle from `avfbp export`")
+    parser.add_argument("media", metavar="MEDIA", nargs="+",
+                        help="video files, audio files, or folders (searched recursively)")
+    parser.add_argument("--json", metavar="OUT", help="also write the results to this JSON file")
+    parser.add_argument("--batch-size", type=int, default=8, help="recordings per batch")
+    parser.add_argument("--workers", type=int, default=data_config().workers,
+                        help="processes decoding media ahead of the model (default %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1 or args.workers < 1:
+        print("avfbp predict: error: --batch-size and --workers must be positive",
+              file=sys.stderr)
+        return 2
+    start = time.perf_counter()
+    results = []
+    try:
+        for result in predict(args.model_dir, args.media, batch_size=args.batch_size,
+                              workers=args.workers):
+            results.append(result)
+            print(format_result(result), file=sys.stderr if "skipped" in result else sys.stdout,
+                  flush=True)
+    except (OSError, ValueError) as e:
+        print(f"avfbp predict: error: {e}", file=sys.stderr)
+        return 2
+    seconds = time.perf_counter() - start
+    done = sum("skipped" not in r for r in results)
+    print(f"{done} files predicted, {len(results) - done} skipped, in {seconds:.1f} s "
+          f"({len(results) / seconds:.2f} files/s)", file=sys.stderr)
+    if args.json:
+        report = {"model": os.path.abspath(args.model_dir), "results": results,
+                  "seconds": seconds, "files_per_second": len(results) / seconds}
+        tmp = f"{args.json}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(report, f, indent=1)
+        os.replace(tmp, args.json)
+    return 0 if done else 1
