@@ -1,0 +1,123 @@
+"""Per-frame face detection and square grayscale face crops.
+
+The detector is OpenCV's Viola-Jones Haar cascade `haarcascade_frontalface_default.xml`, which
+ships inside the opencv-python(-headless) 4.x wheel (`cv2.data.haarcascades`), so it works
+offline with nothing to download. Why this one: the opencv-python 5.0 wheels no longer ship
+CascadeClassifier or the cascade files, and OpenCV's DNN detector YuNet (`cv2.FaceDetectorYN`)
+needs an ONNX model file that no wheel ships; hence setup.cfg pins
+opencv-python-headless>=4.9,<5. The cascade finds frontal faces; frames where it finds none are
+reported (found=False, zero crop) so the model masks them instead of dropping them, which would
+shift the frames against the audio.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+CASCADE_FILE = "haarcascade_frontalface_default.xml"
+
+
+class FaceCropper:
+    """Finds the largest face in each frame and returns a square crop around it.
+
+    Detection runs on a copy of the frame downscaled so its longer side is at most detect_size
+    pixels (the cascade's cost grows with the image area); the box is mapped back and the crop
+    is cut from the full-resolution frame: a square of side (1 + 2 * margin) * max(box w, h)
+    centred on the box, zero-padded where it leaves the frame, resized to crop_size. Every frame
+    gets its own detection; in a sequence the search starts around the previous frame's face.
+    """
+
+    def __init__(
+        self,
+        crop_size: int = 64,
+        *,
+        margin: float = 0.15,
+        detect_size: int = 240,
+        scale_factor: float = 1.1,
+        min_neighbors: int = 5,
+        min_face_fraction: float = 0.1,
+    ):
+        self.crop_size = crop_size
+        self.margin = margin
+        self.detect_size = detect_size
+        self.scale_factor = scale_factor
+        self.min_neighbors = min_neighbors
+        self.min_face_fraction = min_face_fraction
+        path = cv2.data.haarcascades + CASCADE_FILE
+        self._cascade = cv2.CascadeClassifier(path)
+        if self._cascade.empty():
+            raise RuntimeError(f"cannot load the OpenCV Haar cascade {path}")
+
+    def detect(
+        self, frame: np.ndarray, near: tuple[int, int, int, int] | None = None
+    ) -> tuple[int, int, int, int] | None:
+        """Largest face box (x, y, w, h) in full-frame pixels, or None.
+
+        With `near` (the previous frame's box) the cascade first searches only around it, at
+        sizes within 25% of it, which costs a fraction of a full search; if that finds nothing
+        the whole frame is searched.
+        """
+        h, w = frame.shape
+        scale = min(1.0, self.detect_size / max(h, w))
+        small = frame
+        if scale < 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        if near is not None:
+            x, y, bw, bh = (v * scale for v in near)
+            x0, y0 = max(0, int(x - 0.5 * bw)), max(0, int(y - 0.5 * bh))
+            x1 = min(small.shape[1], int(x + 1.5 * bw))
+            y1 = min(small.shape[0], int(y + 1.5 * bh))
+            box = self._largest(small[y0:y1, x0:x1], 0.75 * bw, 1.25 * bw)
+            if box is not None:
+                return tuple(int(round(v / scale)) for v in (box[0] + x0, box[1] + y0, *box[2:]))
+        box = self._largest(small, self.min_face_fraction * min(small.shape), None)
+        return None if box is None else tuple(int(round(v / scale)) for v in box)
+
+    def _largest(self, image: np.ndarray, min_side: float, max_side: float | None):
+        min_side = max(24, int(min_side))
+        if min(image.shape) < min_side:
+            return None
+        max_size = (int(max_side), int(max_side)) if max_side else (0, 0)  # (0, 0): no limit
+        boxes = self._cascade.detectMultiScale(
+            image,
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
+            minSize=(min_side, min_side),
+            maxSize=max_size,
+        )
+        if len(boxes) == 0:
+            return None
+        return max(boxes, key=lambda b: b[2] * b[3])
+
+    def crop(self, frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+        """Square crop_size x crop_size crop around box, zero outside the frame."""
+        x, y, bw, bh = box
+        side = max(1, int(round(max(bw, bh) * (1.0 + 2.0 * self.margin))))
+        x0 = int(round(x + bw / 2.0 - side / 2.0))
+        y0 = int(round(y + bh / 2.0 - side / 2.0))
+        h, w = frame.shape
+        patch = np.zeros((side, side), np.uint8)
+        sx0, sy0 = max(x0, 0), max(y0, 0)
+        sx1, sy1 = min(x0 + side, w), min(y0 + side, h)
+        if sx1 > sx0 and sy1 > sy0:
+            patch[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = frame[sy0:sy1, sx0:sx1]
+        interp = cv2.INTER_AREA if side > self.crop_size else cv2.INTER_LINEAR
+        return cv2.resize(patch, (self.crop_size, self.crop_size), interpolation=interp)
+
+    def crop_frames(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Face crops of uint8 [T, H, W] grayscale frames: (uint8 [T, S, S], found bool [T])."""
+        frames = np.asarray(frames)
+        if frames.ndim != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"expected uint8 [T, H, W] frames, got {frames.dtype} {frames.shape}")
+        s = self.crop_size
+        crops = np.zeros((len(frames), s, s), np.uint8)
+        found = np.zeros(len(frames), bool)
+        box = None
+        for t, frame in enumerate(frames):
+            box = self.detect(frame, near=box)
+            if box is not None:
+                crops[t] = self.crop(frame, box)
+                found[t] = True
+        return crops, found
