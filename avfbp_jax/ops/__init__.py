@@ -1,0 +1,34 @@
+"""Array-level building blocks: factorized bilinear pooling, LRN, masked pooling."""
+
+from avfbp_jax.ops.fbp import FBP, fbp, l2_normalize, signed_sqrt
+from avfbp_jax.ops.lrn import local_response_norm
+from avfbp_jax.ops.masking import (
+    AttendedSequence,
+    attention_pool,
+    attention_weights,
+    conv_output_length,
+    length_mask,
+    masked_mean,
+    masked_normalize,
+    masked_softmax,
+    trunk_masks,
+    zero_invalid,
+)
+
+__all__ = [
+    "AttendedSequence",
+    "attention_pool",
+    "attention_weights",
+    "FBP",
+    "conv_output_length",
+    "fbp",
+    "l2_normalize",
+    "length_mask",
+    "local_response_norm",
+    "masked_mean",
+    "masked_normalize",
+    "masked_softmax",
+    "signed_sqrt",
+    "trunk_masks",
+    "zero_invalid",
+]

@@ -1,0 +1,79 @@
+"""Video stream (design brief section 2.3): per-frame encoder -> frame self-attention.
+
+Frames are encoded one by one, so a padded or face-less frame cannot affect another frame; the
+attention then ignores every frame outside `frame_mask`.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from avfbp_jax.ops.masking import AttendedSequence, length_mask
+
+ENCODERS = ("cnn", "fer", "identity")
+ATTENTIONS = ("sigmoid", "softmax")
+
+
+class FaceCNN(nn.Module):
+    """Small trainable CNN over grayscale face crops: uint8 [..., H, W] -> [..., feature_dim].
+
+    (3x3 conv, ReLU, 2x2 max-pool) per entry of `channels`, global average pool, dense, ReLU.
+    """
+
+    channels: tuple[int, ...] = (32, 64, 128)
+    feature_dim: int = 128
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, frames: jax.Array) -> jax.Array:
+        lead, (height, width) = frames.shape[:-2], frames.shape[-2:]
+        x = frames.reshape(-1, height, width, 1).astype(self.dtype) * (2.0 / 255.0) - 1.0
+        for i, c in enumerate(self.channels):
+            x = nn.Conv(c, (3, 3), padding="SAME", dtype=self.dtype, name=f"conv{i + 1}")(x)
+            x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+        x = jnp.mean(x, axis=(1, 2))
+        x = nn.relu(nn.Dense(self.feature_dim, dtype=self.dtype, name="project")(x))
+        return x.reshape(*lead, self.feature_dim)
+
+
+class VideoStream(nn.Module):
+    """Frames [B, T, H, W] uint8 (or [B, T, D] features) -> AttendedSequence over frames.
+
+    Each frame gets the score q^T f_i + b. "sigmoid" (frame attention networks):
+    beta_i = sigmoid(score), weights beta_i / sum_j beta_j over valid frames; "softmax": a masked
+    softmax of the scores. Valid frames are those inside frame_len with frame_mask True.
+    """
+
+    config: ml_collections.ConfigDict  # the model config's `video` block
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(
+        self, frames: jax.Array, frame_len: jax.Array, frame_mask: jax.Array
+    ) -> AttendedSequence:
+        cfg = self.config
+        if cfg.attention not in ATTENTIONS:
+            raise ValueError(f"video.attention must be one of {ATTENTIONS}, got {cfg.attention!r}")
+        if cfg.encoder == "cnn":
+            if frames.ndim != 4:
+                raise ValueError(
+                    f"video.encoder='cnn' needs frames [B, T, H, W], got {frames.shape}")
+            encoder = FaceCNN(tuple(cfg.cnn_channels), cfg.feature_dim, self.dtype, name="encoder")
+            f = encoder(frames)
+        elif cfg.encoder == "identity":
+            if frames.ndim != 3:
+                raise ValueError(
+                    f"video.encoder='identity' needs features [B, T, D], got {frames.shape}")
+            f = frames.astype(self.dtype)
+        elif cfg.encoder == "fer":
+            raise ValueError(
+                "video.encoder='fer': the frozen FER encoder comes from avfbp_jax.models.fer and "
+                "is not wired into VideoStream yet")
+        else:
+            raise ValueError(f"video.encoder must be one of {ENCODERS}, got {cfg.encoder!r}")
+        batch, steps = f.shape[:2]
+        scores = nn.Dense(1, dtype=self.dtype, name="attention")(f)[..., 0].astype(jnp.float32)
+        mask = frame_mask.astype(bool) & length_mask(frame_len, steps)
+        time = jnp.broadcast_to(jnp.arange(steps, dtype=jnp.int32), (batch, steps))
+        return AttendedSequence(f, scores, mask, time, frame_len.astype(jnp.int32), cfg.attention)

@@ -1,0 +1,84 @@
+"""Tiny model configs and batches shared by the model tests (fast on a 2-core CPU)."""
+
+import jax
+import numpy as np
+
+from avfbp_jax.models.config import model_config
+from avfbp_jax.models.model import example_batch
+
+SECONDS = 2.0
+FRAMES = 8
+
+
+def tiny_config(fusion="amfbp", **overrides):
+    cfg = model_config()
+    cfg.fusion = fusion
+    cfg.audio.width = 0.125
+    cfg.audio.attention_dim = 16
+    cfg.video.crop_size = 16
+    cfg.video.cnn_channels = (4, 8)
+    cfg.video.feature_dim = 16
+    cfg.fbp_o = 16
+    cfg.adaptive_hidden = 8
+    cfg.head_hidden = 16
+    for key, value in overrides.items():
+        node = cfg
+        *path, last = key.split(".")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return cfg
+
+
+def varied_batch(cfg, seed=0):
+    """Three recordings of different valid lengths, one with face-less frames, zero-padded."""
+    batch = example_batch(cfg, 3, SECONDS, FRAMES, seed=seed)
+    batch["audio_len"] = np.array([32000, 21000, 9000], np.int32)  # 2 s, 1.3 s, 0.56 s
+    batch["frame_len"] = np.array([8, 5, 2], np.int32)
+    mask = np.arange(FRAMES)[None, :] < batch["frame_len"][:, None]
+    mask[1, 1] = False  # no face found in this frame
+    batch["frame_mask"] = mask
+    batch["audio"] = np.where(np.arange(batch["audio"].shape[1]) < batch["audio_len"][:, None],
+                              batch["audio"], 0.0).astype(np.float32)
+    return batch
+
+
+def pad_further(batch, extra_samples, extra_frames, seed=1):
+    """The same recordings padded further, with garbage (not zeros) past every valid length."""
+    rng = np.random.default_rng(seed)
+    out = dict(batch)
+    b, s = batch["audio"].shape
+    audio = rng.standard_normal((b, s + extra_samples)).astype(np.float32)
+    valid = np.arange(s + extra_samples)[None, :] < batch["audio_len"][:, None]
+    out["audio"] = np.where(valid, np.pad(batch["audio"], ((0, 0), (0, extra_samples))), audio)
+    frames = batch["frames"]
+    t = frames.shape[1]
+    if frames.dtype == np.uint8:
+        junk = rng.integers(0, 256, (b, t + extra_frames) + frames.shape[2:], dtype=np.uint8)
+    else:
+        junk = rng.standard_normal((b, t + extra_frames) + frames.shape[2:]).astype(frames.dtype)
+    inside = (np.arange(t + extra_frames)[None, :] < batch["frame_len"][:, None]).reshape(
+        (b, t + extra_frames) + (1,) * (frames.ndim - 2))
+    widened = np.pad(frames, ((0, 0), (0, extra_frames)) + ((0, 0),) * (frames.ndim - 2))
+    out["frames"] = np.where(inside, widened, junk)
+    out["frame_mask"] = np.pad(batch["frame_mask"], ((0, 0), (0, extra_frames)))
+    return out
+
+
+def random_variables(module, *args, seed=0, **kwargs):
+    """Random variables of `module`'s shapes without compiling its initializers.
+
+    Initialising a model under jit compiles every random initializer (slow on CPU); the padding
+    and equivalence tests hold for any parameters, so they use scaled normal numbers instead:
+    kernels N(0, 1/fan_in), biases N(0, 0.1).
+    """
+    shapes = jax.eval_shape(lambda: module.init(
+        {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, *args, **kwargs))
+    rng = np.random.default_rng(seed)
+
+    def fill(leaf):
+        fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 0
+        scale = 1.0 / np.sqrt(fan_in) if fan_in else 0.1
+        return (scale * rng.standard_normal(leaf.shape)).astype(leaf.dtype)
+
+    return jax.tree.map(fill, shapes)
