@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from avfbp_jax.models import fer
 from avfbp_jax.models.audio import AudioStream
 from avfbp_jax.models.fusion import FusionHead
 from avfbp_jax.models.video import VideoStream
@@ -43,6 +44,28 @@ class AVModel(nn.Module):
             video = VideoStream(cfg.video, dtype=dtype, name="video")(
                 batch["frames"], batch["frame_len"], batch["frame_mask"])
         return FusionHead(cfg, name="fusion")(audio, video, train=train)
+
+
+# Parameter subtrees that come pretrained from disk and stay frozen, by video encoder.
+PRETRAINED = {"fer": ("video", "encoder")}
+
+
+def frozen_paths(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """Param paths ("video/encoder") that training must not update for this model config."""
+    path = PRETRAINED.get(config.video.encoder) if uses_video(config) else None
+    return ("/".join(path),) if path else ()
+
+
+def load_pretrained(params: dict, config: ml_collections.ConfigDict) -> dict:
+    """params with the pretrained parts of the model (the FER encoder) loaded from disk."""
+    if not frozen_paths(config):
+        return params
+    outer, inner = PRETRAINED[config.video.encoder]
+    loaded = fer.load_fer_params()
+    expected = jax.tree.map(jnp.shape, params[outer][inner])
+    if jax.tree.map(np.shape, loaded) != expected:
+        raise ValueError("the FER weights on disk do not fit the model's FER encoder")
+    return {**params, outer: {**params[outer], inner: jax.tree.map(jnp.asarray, loaded)}}
 
 
 def example_batch(

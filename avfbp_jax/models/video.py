@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from avfbp_jax.models import fer
 from avfbp_jax.ops.masking import AttendedSequence, length_mask
 
 ENCODERS = ("cnn", "fer", "identity")
@@ -40,6 +41,9 @@ class FaceCNN(nn.Module):
 class VideoStream(nn.Module):
     """Frames [B, T, H, W] uint8 (or [B, T, D] features) -> AttendedSequence over frames.
 
+    Encoders: "cnn" a trainable FaceCNN; "fer" the frozen FER port (128-d features per 64x64
+    crop); "identity" precomputed features.
+
     Each frame gets the score q^T f_i + b. "sigmoid" (frame attention networks):
     beta_i = sigmoid(score), weights beta_i / sum_j beta_j over valid frames; "softmax": a masked
     softmax of the scores. Valid frames are those inside frame_len with frame_mask True.
@@ -67,9 +71,11 @@ class VideoStream(nn.Module):
                     f"video.encoder='identity' needs features [B, T, D], got {frames.shape}")
             f = frames.astype(self.dtype)
         elif cfg.encoder == "fer":
-            raise ValueError(
-                "video.encoder='fer': the frozen FER encoder comes from avfbp_jax.models.fer and "
-                "is not wired into VideoStream yet")
+            if frames.ndim != 4 or frames.shape[-2:] != (fer.INPUT_SIZE, fer.INPUT_SIZE):
+                raise ValueError(f"video.encoder='fer' needs 64x64 crops [B, T, 64, 64], "
+                                 f"got {frames.shape}")
+            # Frozen (its outputs carry no gradient); load_pretrained fills its parameters.
+            f = fer.FerEncoder(output="features", name="encoder")(frames).astype(self.dtype)
         else:
             raise ValueError(f"video.encoder must be one of {ENCODERS}, got {cfg.encoder!r}")
         batch, steps = f.shape[:2]

@@ -142,3 +142,35 @@ def test_example_batch_follows_the_contract():
     assert batch["frame_mask"].dtype == bool and batch["audio_len"].dtype == np.int32
     cfg.video.encoder = "identity"
     assert example_batch(cfg, 2, 1.0, 4)["frames"].shape == (2, 4, cfg.video.feature_dim)
+
+
+def test_fer_encoder_is_loaded_frozen_and_equals_precomputed_features(tmp_path, monkeypatch):
+    """video.encoder="fer": load_pretrained puts the converted FER weights into the model, the
+    stream equals the identity encoder fed with the FER port's features (what `prepare
+    --fer-features` stores), and no gradient reaches the frozen encoder."""
+    from avfbp_jax import fer_convert
+    from avfbp_jax.models import fer
+    from avfbp_jax.models.model import frozen_paths, load_pretrained
+
+    cfg = tiny_config("video", **{"video.encoder": "fer", "video.crop_size": fer.INPUT_SIZE})
+    batch = varied_batch(cfg)
+    fer_params = random_variables(fer.FerEncoder(), batch["frames"][0])["params"]
+    weights = fer_convert.write_weights(jax.tree.map(np.asarray, fer_params), tmp_path / "fer",
+                                        sha256="0" * 64, source="random")
+    monkeypatch.setenv(fer.WEIGHTS_ENV, str(weights))
+    params = load_pretrained(_init(cfg, batch)["params"], cfg)
+    assert frozen_paths(cfg) == ("video/encoder",)
+    jax.tree.map(np.testing.assert_array_equal, params["video"]["encoder"], fer_params)
+
+    ident = tiny_config("video", **{"video.encoder": "identity"})
+    features = dict(batch, frames=fer.encode_crops(fer_params, batch["frames"].reshape(
+        -1, fer.INPUT_SIZE, fer.INPUT_SIZE)).reshape(*batch["frames"].shape[:2], -1))
+    ident_params = {**params, "video": {k: v for k, v in params["video"].items()
+                                        if k != "encoder"}}
+    logits = AVModel(cfg).apply({"params": params}, batch)[0]
+    expected = AVModel(ident).apply({"params": ident_params}, features)[0]
+    np.testing.assert_allclose(logits, expected, atol=1e-5)
+
+    grads = jax.grad(lambda p: AVModel(cfg).apply({"params": p}, batch)[0].sum())(params)
+    assert all(not np.any(g) for g in jax.tree.leaves(grads["video"]["encoder"]))
+    assert any(np.any(g) for g in jax.tree.leaves(grads["video"]["attention"]))
