@@ -57,7 +57,9 @@ class AudioStream(nn.Module):
     """Waveform [B, S] + valid samples [B] -> AttendedSequence over the FCN's time steps.
 
     "1d" attention (default): frequency is collapsed by the mean over the (never padded)
-    frequency rows, and each time step t is scored by e_t = u^T tanh(W h_t + b); the sequence's
+    frequency rows, each step's features are layer-normalised (audio.layer_norm; without it the
+    unnormalised FCN's features grow with depth and saturate the tanh below, so nothing trains),
+    and each time step t is scored by e_t = u^T tanh(W h_t + b); the sequence's
     scores are lambda * e_t, normalised by a masked softmax. "2d": every (time, frequency) cell of
     the final map is a step, scored the same way (the predecessor FCN's attention).
     """
@@ -81,6 +83,8 @@ class AudioStream(nn.Module):
             mask = jnp.repeat(mask, freq, axis=1)
         else:
             raise ValueError(f"audio.attention must be '1d' or '2d', got {cfg.attention!r}")
+        if cfg.layer_norm:
+            h = nn.LayerNorm(dtype=self.dtype, name="norm")(h)
         e = nn.Dense(cfg.attention_dim, dtype=self.dtype, name="attention_hidden")(h)
         e = nn.Dense(1, use_bias=False, dtype=self.dtype, name="attention_score")(jnp.tanh(e))
         scores = cfg.attention_lambda * e[..., 0].astype(jnp.float32)

@@ -43,6 +43,9 @@ def model_config() -> ml_collections.ConfigDict:
     c.audio.attention = "1d"  # "1d" over time (chosen) or "2d" over frequency x time
     c.audio.attention_dim = 256
     c.audio.attention_lambda = 0.3  # (chosen)
+    # LayerNorm on each step's features before attention and fusion (chosen: the paper names
+    # none; without it the unnormalised FCN's features saturate the attention and AG-FBP tanh).
+    c.audio.layer_norm = True
 
     # 2.3 Video stream: per-frame encoder + frame self-attention.
     c.video = ml_collections.ConfigDict()
@@ -51,6 +54,7 @@ def model_config() -> ml_collections.ConfigDict:
     c.video.cnn_channels = (32, 64, 128)
     c.video.feature_dim = 128  # per-frame feature size after the encoder's projection
     c.video.attention = "sigmoid"  # "sigmoid" (frame attention networks) or "softmax"
+    c.video.layer_norm = True  # LayerNorm on each frame's features (chosen, as audio.layer_norm)
 
     # 2.4 / 2.5 Fusion.
     c.fbp_k = 5

@@ -19,7 +19,9 @@ ATTENTIONS = ("sigmoid", "softmax")
 class FaceCNN(nn.Module):
     """Small trainable CNN over grayscale face crops: uint8 [..., H, W] -> [..., feature_dim].
 
-    (3x3 conv, ReLU, 2x2 max-pool) per entry of `channels`, global average pool, dense, ReLU.
+    (3x3 conv, ReLU, 2x2 max-pool) per entry of `channels`, flatten, dense, ReLU. Flattening
+    (not a global average pool) keeps where on the face a feature is: a mouth corner turned up
+    and a brow turned down look alike locally.
     """
 
     channels: tuple[int, ...] = (32, 64, 128)
@@ -33,7 +35,7 @@ class FaceCNN(nn.Module):
         for i, c in enumerate(self.channels):
             x = nn.Conv(c, (3, 3), padding="SAME", dtype=self.dtype, name=f"conv{i + 1}")(x)
             x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
-        x = jnp.mean(x, axis=(1, 2))
+        x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(self.feature_dim, dtype=self.dtype, name="project")(x))
         return x.reshape(*lead, self.feature_dim)
 
@@ -44,9 +46,11 @@ class VideoStream(nn.Module):
     Encoders: "cnn" a trainable FaceCNN; "fer" the frozen FER port (128-d features per 64x64
     crop); "identity" precomputed features.
 
-    Each frame gets the score q^T f_i + b. "sigmoid" (frame attention networks):
-    beta_i = sigmoid(score), weights beta_i / sum_j beta_j over valid frames; "softmax": a masked
-    softmax of the scores. Valid frames are those inside frame_len with frame_mask True.
+    Each frame's features are layer-normalised (video.layer_norm), so both streams reach the
+    fusion at the same scale. Each frame gets the score q^T f_i + b. "sigmoid" (frame attention
+    networks): beta_i = sigmoid(score), weights beta_i / sum_j beta_j over valid frames;
+    "softmax": a masked softmax of the scores. Valid frames are those inside frame_len with
+    frame_mask True.
     """
 
     config: ml_collections.ConfigDict  # the model config's `video` block
@@ -78,6 +82,8 @@ class VideoStream(nn.Module):
             f = fer.FerEncoder(output="features", name="encoder")(frames).astype(self.dtype)
         else:
             raise ValueError(f"video.encoder must be one of {ENCODERS}, got {cfg.encoder!r}")
+        if cfg.layer_norm:
+            f = nn.LayerNorm(dtype=self.dtype, name="norm")(f)
         batch, steps = f.shape[:2]
         scores = nn.Dense(1, dtype=self.dtype, name="attention")(f)[..., 0].astype(jnp.float32)
         mask = frame_mask.astype(bool) & length_mask(frame_len, steps)

@@ -54,7 +54,7 @@ def test_video_attention_is_masked_and_frames_are_independent():
 
 
 def test_identity_encoder_passes_features_through():
-    cfg = tiny_config(**{"video.encoder": "identity"})
+    cfg = tiny_config(**{"video.encoder": "identity", "video.layer_norm": False})
     feats = jnp.asarray(np.random.default_rng(2).standard_normal((2, 4, 16)), jnp.float32)
     stream = VideoStream(cfg.video)
     args = (feats, np.array([4, 2]), np.ones((2, 4), bool))
