@@ -1,8 +1,8 @@
 """`avfbp faces MEDIA...`: per-frame facial-expression probabilities from the FER port.
 
 Videos are sampled at --fps with the media reader; still images (png, jpg, ...) count as one
-frame. In each frame the largest face is found with the same Haar-cascade detector as
-`avfbp prepare` (FaceCropper.detect). The crop is fer's own (`--crop fer`, the default: the box
+frame. In each frame the largest face is found exactly as `avfbp prepare` finds it
+(FaceCropper.crop_frames). The crop is fer's own (`--crop fer`, the default: the box
 made square and widened by 10 px, as fer's FER.detect_emotions cuts it) or the training
 pipeline's (`--crop pipeline`: FaceCropper.crop, the crops `avfbp prepare` stores). Prints one
 line per frame; --json writes everything to a file. A file that cannot be read is reported and
@@ -40,14 +40,7 @@ def read_frames(path: str | os.PathLike, fps: float) -> tuple[np.ndarray, float]
 def face_crops(frames: np.ndarray, cropper: FaceCropper,
                crop: str) -> tuple[np.ndarray, np.ndarray]:
     """Largest face per frame -> (uint8 [T, 64, 64] crops, zero where none; bool [T] found)."""
-    crops = np.zeros((len(frames), fer.INPUT_SIZE, fer.INPUT_SIZE), np.uint8)
-    found = np.zeros(len(frames), bool)
-    for t, frame in enumerate(frames):
-        box = cropper.detect(frame)
-        if box is not None:
-            crops[t] = fer.fer_crop(frame, box) if crop == "fer" else cropper.crop(frame, box)
-            found[t] = True
-    return crops, found
+    return cropper.crop_frames(frames, fer.fer_crop if crop == "fer" else None)
 
 
 def classify_media(path: str | os.PathLike, params: dict, cropper: FaceCropper,

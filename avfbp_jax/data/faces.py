@@ -12,6 +12,8 @@ shift the frames against the audio.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 
@@ -106,8 +108,14 @@ class FaceCropper:
         interp = cv2.INTER_AREA if side > self.crop_size else cv2.INTER_LINEAR
         return cv2.resize(patch, (self.crop_size, self.crop_size), interpolation=interp)
 
-    def crop_frames(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Face crops of uint8 [T, H, W] grayscale frames: (uint8 [T, S, S], found bool [T])."""
+    def crop_frames(
+        self, frames: np.ndarray, crop: Callable[[np.ndarray, tuple], np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Face crops of uint8 [T, H, W] grayscale frames: (uint8 [T, S, S], found bool [T]).
+
+        crop(frame, box) cuts each face (default self.crop; the FER port passes fer's own crop).
+        """
+        crop = crop or self.crop
         frames = np.asarray(frames)
         if frames.ndim != 3 or frames.dtype != np.uint8:
             raise ValueError(f"expected uint8 [T, H, W] frames, got {frames.dtype} {frames.shape}")
@@ -118,6 +126,6 @@ class FaceCropper:
         for t, frame in enumerate(frames):
             box = self.detect(frame, near=box)
             if box is not None:
-                crops[t] = self.crop(frame, box)
+                crops[t] = crop(frame, box)
                 found[t] = True
         return crops, found
