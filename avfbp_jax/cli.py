@@ -33,7 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     cmd_parser = argparse.ArgumentParser(prog=f"avfbp {name}", description=COMMANDS[name][1])
     module.add_arguments(cmd_parser)
-    args = cmd_parser.parse_args(argv[1:])
+    args, extra = cmd_parser.parse_known_args(argv[1:])
+    # `--config.FIELD=VALUE` overrides go to the commands that take a config (`avfbp train`).
+    takes_overrides = getattr(module, "TAKES_CONFIG_OVERRIDES", False)
+    bad = [e for e in extra if not (takes_overrides and e.startswith("--config."))]
+    if bad:
+        cmd_parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    args.extra = extra
     return int(module.run(args) or 0)
 
 
