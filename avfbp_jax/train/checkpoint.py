@@ -1,0 +1,178 @@
+"""Orbax checkpoints of a run: train state + loader position, keep-latest-N and keep-best.
+
+Layout: WORKDIR/config.json (the full config) and WORKDIR/checkpoints/<step>/{state,loader}.
+Orbax writes each step under a temporary name and renames it when complete, so a process killed
+mid-save leaves at most a temporary folder, which the next start deletes and never restores.
+"""
+
+import json
+import logging
+import os
+
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+from avfbp_jax.train.config import BEST_METRICS
+
+CONFIG_FILE = "config.json"
+
+
+class _SkipMissingMetricsWarning(logging.Filter):
+    """Periodic saves carry no validation metrics by design; Orbax warns about each one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_SkipMissingMetricsWarning())
+CHECKPOINTS = "checkpoints"
+
+
+class Checkpointer:
+    """A CheckpointManager for one workdir.
+
+    Keeps the `keep` most recent checkpoints plus the one with the highest `best_metric` among
+    those saved with validation metrics. Saves are asynchronous unless async_save is False.
+    """
+
+    def __init__(
+        self, workdir: str, *, keep: int = 2, best_metric: str = "val/ua", async_save: bool = True
+    ):
+        if best_metric not in BEST_METRICS:
+            raise ValueError(f"keep_best={best_metric!r}; expected one of {BEST_METRICS}")
+        self.best_metric = best_metric
+        preservation = policies.AnyPreservationPolicy([
+            policies.LatestN(n=keep),
+            policies.BestN(
+                get_metric_fn=lambda m: m[best_metric], n=1, keep_checkpoints_without_metrics=False
+            ),
+        ])
+        options = ocp.CheckpointManagerOptions(
+            preservation_policy=preservation,
+            best_fn=lambda m: m[best_metric],  # also makes Orbax write the metrics to disk
+            best_mode="max",
+            enable_async_checkpointing=async_save,
+            cleanup_tmp_directories=True,
+            create=True,
+        )
+        self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINTS)
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("state", "loader")
+        )
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def best_step(self) -> int | None:
+        return self.manager.best_step()
+
+    def save(self, step: int, state, loader_state: dict, metrics: dict | None = None) -> None:
+        """Starts saving (returns once the arrays are copied to host; writes in the background)."""
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state), loader=ocp.args.JsonSave(loader_state)
+        )
+        metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()}
+        self.manager.save(step, args=args, metrics=metrics, force=True)
+
+    def restore(self, step: int, abstract_state) -> tuple:
+        """(state, loader_state) of `step`, laid onto the shardings in abstract_state."""
+        args = ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), loader=ocp.args.JsonRestore()
+        )
+        restored = self.manager.restore(step, args=args)
+        return restored["state"], restored["loader"]
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Writes WORKDIR/config.json atomically."""
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, CONFIG_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+    path = os.path.join(workdir, CONFIG_FILE)
+    try:
+        with open(path) as f:
+            return ml_collections.ConfigDict(json.load(f))
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            f"{path}: no config.json (is {workdir} a training workdir?)") from None
+
+
+def _resolve(path: str) -> tuple[str, int | None]:
+    """(workdir, step or None) for a workdir or a checkpoint step directory."""
+    path = os.path.abspath(path)
+    if os.path.isfile(os.path.join(path, CONFIG_FILE)):
+        return path, None
+    parent = os.path.dirname(path)
+    name = os.path.basename(path)
+    if os.path.basename(parent) == CHECKPOINTS and name.isdigit():
+        return os.path.dirname(parent), int(name)
+    raise FileNotFoundError(
+        f"{path}: neither a workdir (with {CONFIG_FILE}) nor a checkpoint step directory "
+        f"(WORKDIR/{CHECKPOINTS}/STEP)"
+    )
+
+
+def _read_only_manager(workdir: str, config: ml_collections.ConfigDict):
+    key = config.get("train", {}).get("keep_best", "val/ua")
+    options = ocp.CheckpointManagerOptions(
+        read_only=True, best_fn=lambda m: m.get(key, -np.inf), best_mode="max"
+    )
+    handlers = {"state": ocp.PyTreeCheckpointHandler()}
+    directory = os.path.join(workdir, CHECKPOINTS)
+    return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
+
+
+def _pick_step(manager: ocp.CheckpointManager, path_step: int | None, step: int | None) -> int:
+    steps = manager.all_steps()
+    step = step if step is not None else path_step
+    if step is None:
+        step = manager.best_step()
+    if step is None:  # no checkpoint has validation metrics
+        step = manager.latest_step()
+    if step is None or step not in steps:
+        what = f"checkpoint step {step}" if step is not None else "checkpoint"
+        raise FileNotFoundError(f"{manager.directory}: no {what} (saved steps: {sorted(steps)})")
+    return step
+
+
+def resolve_step(path: str, step: int | None = None) -> int:
+    """The checkpoint step that load_for_inference(path, step) loads."""
+    workdir, path_step = _resolve(path)
+    with _read_only_manager(workdir, load_config(workdir)) as manager:
+        return _pick_step(manager, path_step, step)
+
+
+def load_for_inference(
+    path: str, step: int | None = None
+) -> tuple[dict, ml_collections.ConfigDict]:
+    """(params as numpy arrays, config) from a workdir or one checkpoint step directory.
+
+    For a workdir: `step` if given, else the best checkpoint by the validation metric, else the
+    latest. The params come back as host numpy arrays, whatever device count wrote them.
+    """
+    workdir, path_step = _resolve(path)
+    config = load_config(workdir)
+    with _read_only_manager(workdir, config) as manager:
+        step = _pick_step(manager, path_step, step)
+        tree = manager.item_metadata(step)["state"].tree
+        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        restored = manager.restore(
+            step,
+            args=ocp.args.Composite(state=ocp.args.PyTreeRestore(restore_args=restore_args)),
+        )
+    return restored["state"]["params"], config

@@ -1,0 +1,56 @@
+"""Makes sure a run's feature cache exists: synthesise the corpus and prepare it when missing.
+
+Experiments on the embedded synthetic corpus carry a `config.data.synthetic` block (clips, seed);
+for them a missing corpus is generated with avfbp_jax.data.synthetic. A missing cache is then
+written by `avfbp prepare` with the data config's settings. Real corpora must exist already.
+"""
+
+import os
+
+import jax
+import ml_collections
+
+from avfbp_jax.data import cache as cache_lib
+
+
+def ensure_cache(data: ml_collections.ConfigDict) -> None:
+    """Creates data.corpus_dir (synthetic only) and data.cache_dir if they do not exist."""
+    if not data.cache_dir:
+        raise ValueError("config.data.cache_dir is empty: say where the feature cache lives")
+    if os.path.exists(os.path.join(data.cache_dir, cache_lib.INDEX)):
+        return
+    if jax.process_count() > 1:
+        raise ValueError(f"{data.cache_dir}: no feature cache; in multi-host runs prepare it "
+                         "before training (`avfbp prepare`)")
+    synthetic = data.get("synthetic")
+    if synthetic is not None and not os.path.exists(os.path.join(data.corpus_dir, "corpus.json")):
+        from avfbp_jax.data.synthetic import write_corpus
+
+        print(f"generating the synthetic corpus ({synthetic.clips} clips, seed {synthetic.seed}) "
+              f"in {data.corpus_dir}", flush=True)
+        write_corpus(data.corpus_dir, clips=synthetic.clips, seed=synthetic.seed,
+                     workers=data.workers)
+    if not os.path.isdir(data.corpus_dir):
+        raise ValueError(f"config.data.corpus_dir={data.corpus_dir!r} does not exist")
+    _prepare(data)
+
+
+def _prepare(data: ml_collections.ConfigDict) -> None:
+    """Runs `avfbp prepare` with the data config's settings."""
+    import argparse
+
+    from avfbp_jax.data import prepare
+
+    parser = argparse.ArgumentParser(prog="avfbp prepare")
+    prepare.add_arguments(parser)
+    argv = [data.corpus_dir, data.cache_dir, "--corpus", data.corpus, "--fps", str(data.fps),
+            "--crop-size", str(data.crop_size), "--sample-rate", str(data.sample_rate),
+            "--workers", str(data.workers), "--split-seed", str(data.split_seed),
+            "--marker-actor-side", data.marker_actor_side]
+    if data.frame_input == "fer":
+        argv.append("--fer-features")
+    if not data.excited_as_happy:
+        argv.append("--keep-excited")
+    print(f"preparing the feature cache {data.cache_dir}", flush=True)
+    if prepare.run(parser.parse_args(argv)) != 0:
+        raise RuntimeError(f"`avfbp prepare {' '.join(argv)}` failed (see its messages above)")

@@ -1,0 +1,88 @@
+"""Whole-run behaviour: outputs in the workdir, evaluate, non-finite stop, init_from + frozen."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from avfbp_jax.train import checkpoint
+from avfbp_jax.train.evaluate import evaluate_checkpoint
+
+
+def test_workdir_outputs(uninterrupted):
+    names = set(os.listdir(uninterrupted))
+    assert {"config.json", "metrics.json", "confusion.png", "curves.png", "tb",
+            "checkpoints", "history.json"} <= names
+    with open(uninterrupted / "metrics.json") as f:
+        m = json.load(f)
+    assert m["step"] == 6 and m["num_devices"] == 8 and m["fusion"] == "gfbp"
+    for split, n in (("val", 4), ("test", 4)):
+        assert m[split]["num_examples"] == n
+        assert np.sum(m[split]["confusion"]) == n
+        assert 0 <= m[split]["wa"] <= 1 and 0 <= m[split]["ua"] <= 1
+    assert any(f.startswith("events.out.tfevents") for f in os.listdir(uninterrupted / "tb"))
+    with open(uninterrupted / "history.json") as f:
+        history = json.load(f)
+    assert [s for s, _ in history["train/loss"]] == [1, 2, 3, 4, 5, 6]
+    assert [s for s, _ in history["val/ua"]] == [3, 6]
+    # Keep-latest-2 plus keep-best: steps 4 and 6, and 3 if it had the better val UA.
+    steps = sorted(int(s) for s in os.listdir(uninterrupted / "checkpoints") if s.isdigit())
+    best = 3 if history["val/ua"][0][1] > history["val/ua"][1][1] else 6
+    assert steps == sorted({4, 6, best})
+    assert checkpoint.resolve_step(str(uninterrupted)) == best
+    with open(uninterrupted / "config.json") as f:
+        assert json.load(f)["model"]["fusion"] == "gfbp"
+
+
+def test_evaluate_reproduces_final_metrics(uninterrupted):
+    with open(uninterrupted / "metrics.json") as f:
+        final = json.load(f)["val"]
+    result = evaluate_checkpoint(str(uninterrupted), 6, "val")
+    assert result["confusion"] == final["confusion"]
+    assert result["ua"] == final["ua"] and result["wa"] == final["wa"]
+    assert os.path.exists(uninterrupted / "eval" / "val-step6.json")
+    assert os.path.exists(uninterrupted / "eval" / "val-step6.png")
+
+
+def test_load_for_inference_from_step_directory(uninterrupted):
+    by_dir, config = checkpoint.load_for_inference(str(uninterrupted / "checkpoints" / "4"))
+    by_step, _ = checkpoint.load_for_inference(str(uninterrupted), 4)
+    assert config.model.fusion == "gfbp"
+    assert isinstance(jax.tree.leaves(by_dir)[0], np.ndarray)
+    for x, y in zip(jax.tree.leaves(by_dir), jax.tree.leaves(by_step), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.mark.slow  # a training subprocess
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(runner):
+    root, run = runner
+    workdir = root / "diverge"
+    proc = run(workdir, "train.learning_rate=1e30", "train.grad_clip_norm=0.0",
+               "train.checkpoint_every=1")
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    # Step 1 has learning rate 0 (warmup); step 2's huge update makes step 3 overflow.
+    assert "avfbp train: error: training became non-finite at step 3" in proc.stderr, proc.stderr
+    assert "last good checkpoint is step 2" in proc.stderr
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["1", "2"]
+    params, _ = checkpoint.load_for_inference(str(workdir))
+    assert all(np.all(np.isfinite(p)) for p in jax.tree.leaves(params))
+
+
+@pytest.mark.slow  # a training subprocess
+def test_init_from_copies_and_freezes_the_audio_stream(runner, uninterrupted):
+    root, run = runner
+    workdir = root / "init_from"
+    proc = run(workdir, f"train.init_from={uninterrupted}", "train.frozen=audio",
+               "train.num_steps=2", "train.eval_every=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    source, _ = checkpoint.load_for_inference(str(uninterrupted))
+    params, config = checkpoint.load_for_inference(str(workdir))
+    assert tuple(config.train.frozen) == ("audio",)
+    for x, y in zip(jax.tree.leaves(source["audio"]), jax.tree.leaves(params["audio"]),
+                    strict=True):
+        np.testing.assert_array_equal(x, y)
+    fusion_same = [np.array_equal(x, y) for x, y in zip(
+        jax.tree.leaves(source["fusion"]), jax.tree.leaves(params["fusion"]), strict=True)]
+    assert not all(fusion_same)

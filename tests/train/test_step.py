@@ -1,0 +1,185 @@
+"""The sharded train step: 8 devices agree with 1, loss formula, freezing, per-step RNG."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from avfbp_jax.models.model import AVModel, example_batch
+from avfbp_jax.train import optimizer, parallel
+from avfbp_jax.train.state import create_train_state
+from avfbp_jax.train.step import make_eval_step, make_train_step, weighted_cross_entropy
+from tests.train.conftest import tiny_model_config, tiny_train_config
+
+
+def _batches(cfg, n, batch_size=8):
+    out = []
+    for i in range(n):
+        b = example_batch(cfg, batch_size, seconds=1.0, num_frames=6, seed=i)
+        b["audio_len"][: batch_size // 2] = 9000  # ragged lengths and masked frames
+        b["frame_len"][: batch_size // 2] = 4
+        b["frame_mask"][:, 4:] = False
+        b["frame_mask"][1, 2] = False
+        b["weight"][-1] = 0.0  # one padding row
+        out.append(b)
+    return out
+
+
+def _run(cfg, tcfg, mesh, batches, step=None):
+    model = AVModel(config=cfg)
+    schedule = optimizer.make_schedule(tcfg)
+    tx = optimizer.make_optimizer(tcfg, schedule)
+    state = create_train_state(model, tx, batches[0], seed=0, mesh=mesh)
+    step = step or make_train_step(model, tx, schedule, mesh, seed=0,
+                                   label_smoothing=tcfg.label_smoothing)
+    losses = []
+    for b in batches:
+        state, metrics = step(state, parallel.shard_batch(b, mesh))
+        losses.append(float(metrics["loss"]))
+    return state, losses
+
+
+def test_weighted_cross_entropy_matches_formula():
+    logits = jnp.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3], [5.0, 0.0, 0.0]])
+    labels = jnp.array([0, 2, 1])
+    weights = jnp.array([1.0, 2.0, 0.0])
+    eps = 0.2
+    logp = jax.nn.log_softmax(logits)
+    target = (1 - eps) * jax.nn.one_hot(labels, 3) + eps / 3
+    per = -(target * logp).sum(-1)
+    expected = (per * weights).sum() / weights.sum()
+    loss, per_example = weighted_cross_entropy(logits, labels, weights, eps)
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    np.testing.assert_allclose(per_example, per, rtol=1e-6)
+
+
+def test_eight_devices_match_one_device():
+    assert jax.device_count() == 8
+    cfg, tcfg = tiny_model_config("amfbp"), tiny_train_config()
+    tcfg.learning_rate = 1e-3  # Adam rescales tiny gradients: keep reduction-order noise small
+    batches = _batches(cfg, 3)
+    state8, losses8 = _run(cfg, tcfg, parallel.make_mesh(8), batches)
+    state1, losses1 = _run(cfg, tcfg, parallel.make_mesh(1), batches)
+    assert int(state8.step) == int(state1.step) == 3
+    assert losses8[0] > 0 and np.all(np.isfinite(losses8))
+    assert losses8[0] != losses8[-1]  # training moves
+    np.testing.assert_allclose(losses8, losses1, rtol=1e-5, atol=1e-5)
+    leaves8 = jax.tree.leaves(state8.params)
+    leaves1 = jax.tree.leaves(state1.params)
+    for a, b in zip(leaves8, leaves1, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+    p8 = state8.params["fusion"]["classifier"]["kernel"]
+    assert p8.sharding.is_fully_replicated and len(p8.sharding.device_set) == 8
+
+
+def test_padding_row_does_not_change_update():
+    """A weight-0 row with any content leaves loss and update unchanged."""
+    cfg, tcfg = tiny_model_config("gfbp"), tiny_train_config()
+    mesh = parallel.make_mesh(1)
+    b = _batches(cfg, 1)[0]
+    other = {k: v.copy() for k, v in b.items()}
+    other["audio"][-1] = np.random.default_rng(5).standard_normal(other["audio"].shape[1])
+    other["label"][-1] = (b["label"][-1] + 1) % cfg.num_classes
+    model, tx = AVModel(config=cfg), optimizer.make_optimizer(tcfg)
+    step = make_train_step(model, tx, optimizer.make_schedule(tcfg), mesh, seed=0,
+                           label_smoothing=tcfg.label_smoothing)
+    s1, l1 = _run(cfg, tcfg, mesh, [b], step)
+    s2, l2 = _run(cfg, tcfg, mesh, [other], step)
+    assert l1 == l2
+    for x, y in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_frozen_prefix_keeps_params_and_others_move():
+    cfg, tcfg = tiny_model_config("audio"), tiny_train_config()
+    tcfg.frozen = ("audio",)
+    mesh = parallel.make_mesh(1)
+    batches = _batches(cfg, 2)
+    model = AVModel(config=cfg)
+    tx = optimizer.make_optimizer(tcfg)
+    init = create_train_state(model, tx, batches[0], seed=0, mesh=mesh)
+    before = jax.tree.map(np.asarray, init.params)
+    state, _ = _run(cfg, tcfg, mesh, batches)
+    for name in before:
+        pairs = zip(jax.tree.leaves(before[name]), jax.tree.leaves(state.params[name]), strict=True)
+        same = [np.array_equal(a, np.asarray(b)) for a, b in pairs]
+        assert all(same) if name == "audio" else not any(same), name
+
+
+def test_eval_step_returns_replicated_logits_and_weights():
+    cfg = tiny_model_config("amfbp")
+    mesh = parallel.make_mesh(8)
+    b = _batches(cfg, 1)[0]
+    model = AVModel(config=cfg)
+    params = model.init({"params": jax.random.key(0)}, b, train=False)["params"]
+    eval_step = make_eval_step(model, mesh)
+    out = eval_step(parallel.replicate(params, mesh), parallel.shard_batch(b, mesh))
+    ref, aux = model.apply({"params": params}, b, train=False)
+    np.testing.assert_allclose(out["logits"], ref, rtol=1e-5, atol=1e-6)
+    assert out["modality_weights"].shape == (8, 2)
+    assert out["trunk_modality_weights"].shape == (8, cfg.num_trunks, 2)
+    np.testing.assert_allclose(out["modality_weights"].sum(-1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd", "lamb"])
+def test_optimizers_minimise_a_least_squares_problem(name):
+    tcfg = tiny_train_config()
+    tcfg.optimizer, tcfg.schedule, tcfg.warmup_steps = name, "constant", 0
+    tcfg.learning_rate = 0.05
+    a = jax.random.normal(jax.random.key(0), (16, 4))
+    target = a @ jnp.array([1.0, -2.0, 0.5, 3.0])
+    params = {"w": {"kernel": jnp.zeros((4, 1))}, "b": {"bias": jnp.zeros(())}}
+
+    def loss(p):
+        return jnp.mean((a @ p["w"]["kernel"][:, 0] + p["b"]["bias"] - target) ** 2)
+
+    tx = optimizer.make_optimizer(tcfg)
+    opt_state = tx.init(params)
+    start = loss(params)
+    for _ in range(100):
+        updates, opt_state = tx.update(jax.grad(loss)(params), opt_state, params)
+        params = optax.apply_updates(params, updates)
+    assert loss(params) < 0.1 * start, (name, float(start), float(loss(params)))
+
+
+def test_schedules_warmup_then_decay():
+    tcfg = tiny_train_config()
+    tcfg.num_steps, tcfg.warmup_steps, tcfg.learning_rate = 100, 10, 1.0
+    cos = optimizer.make_schedule(tcfg)
+    assert float(cos(0)) == 0.0 and float(cos(10)) == pytest.approx(1.0)
+    assert float(cos(100)) == pytest.approx(tcfg.end_lr_factor)
+    tcfg.schedule = "step"
+    step = optimizer.make_schedule(tcfg)
+    assert float(step(5)) == pytest.approx(0.5)
+    assert float(step(59)) == pytest.approx(1.0)
+    assert float(step(61)) == pytest.approx(0.1)
+    assert float(step(90)) == pytest.approx(0.01)
+    tcfg.schedule = "linear"
+    with pytest.raises(ValueError, match="schedule"):
+        optimizer.make_schedule(tcfg)
+
+
+def test_clip_sees_only_trainable_gradients():
+    tcfg = tiny_train_config()
+    tcfg.frozen, tcfg.grad_clip_norm, tcfg.weight_decay = ("a",), 1.0, 0.0
+    tcfg.optimizer, tcfg.momentum, tcfg.schedule, tcfg.warmup_steps = "sgd", 0.0, "constant", 0
+    tcfg.learning_rate = 1.0
+    tx = optimizer.make_optimizer(tcfg)
+    params = {"a": jnp.zeros(2), "b": jnp.zeros(2)}
+    grads = {"a": jnp.array([100.0, 0.0]), "b": jnp.array([0.3, 0.4])}
+    updates, _ = tx.update(grads, tx.init(params), params)
+    np.testing.assert_array_equal(updates["a"], 0.0)
+    np.testing.assert_allclose(updates["b"], [-0.3, -0.4], rtol=1e-6)  # norm 0.5 < 1: unclipped
+    assert optax.global_norm(updates) > 0
+
+
+def test_frozen_paths_reach_into_subtrees():
+    """A frozen prefix names a param path: "video/encoder" freezes a pretrained frame encoder
+    and nothing else under "video"; "audio" still freezes the whole audio stream."""
+    params = {"audio": {"w": 0.0}, "video": {"encoder": {"a": {"k": 0.0}}, "attention": {"k": 0.0}},
+              "fusion": {"k": 0.0}}
+    labels = optimizer.trainable_labels(params, ("video/encoder", "audio"))
+    assert labels == {"audio": {"w": "frozen"},
+                      "video": {"encoder": {"a": {"k": "frozen"}}, "attention": {"k": "trainable"}},
+                      "fusion": {"k": "trainable"}}
