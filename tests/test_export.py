@@ -16,30 +16,20 @@ import pytest
 from avfbp_jax import cli, export
 from avfbp_jax.data.cache import write_index
 from avfbp_jax.data.config import data_config
-from avfbp_jax.models.config import model_config
 from avfbp_jax.models.model import AVModel, example_batch
 from avfbp_jax.train.checkpoint import Checkpointer, save_config
 from avfbp_jax.train.config import train_config
 from avfbp_jax.train.optimizer import make_optimizer
 from avfbp_jax.train.state import TrainState
+from tests.train.conftest import tiny_model_config
 
 LABELS = ("neutral", "happy", "angry", "sad")
 
 
 def tiny_config(fusion: str = "amfbp") -> ml_collections.ConfigDict:
     """A full config (model + data) small enough to init, export and run in seconds on CPU."""
-    model = model_config()
-    model.fusion = fusion
-    model.audio.width = 0.0625
-    model.audio.attention_dim = 8
-    model.video.cnn_channels = (4, 8, 8)
-    model.video.feature_dim = 8
-    model.fbp_k = 2
-    model.fbp_o = 8
-    model.adaptive_hidden = 8
-    model.head_hidden = 8
     config = ml_collections.ConfigDict()
-    config.model = model
+    config.model = tiny_model_config(fusion)
     config.data = data_config()
     return config
 
