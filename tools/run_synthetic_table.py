@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 from avfbp_jax.models.config import FUSION_TYPES
+from avfbp_jax.train import report
 from avfbp_jax.train.loop import METRICS_FILE, train_and_evaluate
 from avfbp_jax.train.main import apply_overrides, load_config_file
 
@@ -87,11 +88,12 @@ def main(argv: list[str] | None = None) -> int:
     command = "python tools/run_synthetic_table.py " + " ".join(sys.argv[1:] if argv is None
                                                                   else argv)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "table.json"), "w") as f:
-        json.dump(table, f, indent=2)
+    report.write_json(os.path.join(args.out, "table.json"), table)
     text = markdown(table, command.strip())
-    with open(os.path.join(args.out, "table.md"), "w") as f:
+    tmp = os.path.join(args.out, "table.md.tmp")
+    with open(tmp, "w") as f:
         f.write(text)
+    os.replace(tmp, os.path.join(args.out, "table.md"))
     print(text)
     return 0
 

@@ -70,6 +70,10 @@ class FusionHead(nn.Module):
             x = nn.Dropout(cfg.head_dropout, deterministic=not train)(x)
             return nn.Dense(cfg.num_classes, dtype=dtype, name=name)(x)
 
+        # FBP outputs have unit L2 norm, entries ~1/sqrt(o); times sqrt(o) they reach the
+        # classifier at unit RMS like the other heads' inputs (chosen: otherwise the classifier
+        # spends its first steps growing its weights before the logits leave chance).
+        fbp_scale = cfg.fbp_o ** 0.5
         fbp_args = dict(k=cfg.fbp_k, o=cfg.fbp_o, dropout_rate=cfg.fbp_dropout, dtype=dtype)
         adaptive_args = dict(fbp_args, hidden=cfg.adaptive_hidden)
         if cfg.fusion == "audio":
@@ -84,17 +88,18 @@ class FusionHead(nn.Module):
                 jnp.concatenate([c_a, c_v], axis=-1)))
             logits = classifier(h)
         elif cfg.fusion == "gfbp":
-            logits = classifier(FBP(**fbp_args, name="fbp")(c_a, c_v, deterministic=not train))
+            z = FBP(**fbp_args, name="fbp")(c_a, c_v, deterministic=not train)
+            logits = classifier(fbp_scale * z)
         elif cfg.fusion == "agfbp":
             z, aux["modality_weights"] = AdaptiveFBP(**adaptive_args, name="agfbp")(
                 c_a, c_v, deterministic=not train)
-            logits = classifier(z)
+            logits = classifier(fbp_scale * z)
         else:  # amfbp
             z, aux["modality_weights"] = AdaptiveFBP(**adaptive_args, name="agfbp")(
                 c_a, c_v, deterministic=not train)
             z_trunks, aux["trunk_modality_weights"], aux["trunk_has_data"] = self.trunks(
                 audio, video, AdaptiveFBP(**adaptive_args, name="trunk_agfbp"), train)
-            logits = classifier(jnp.concatenate([z, z_trunks], axis=-1))
+            logits = classifier(fbp_scale * jnp.concatenate([z, z_trunks], axis=-1))
         return logits.astype(jnp.float32), aux
 
     def trunks(self, audio, video, adaptive: AdaptiveFBP, train: bool):

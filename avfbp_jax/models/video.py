@@ -16,6 +16,17 @@ ENCODERS = ("cnn", "fer", "identity")
 ATTENTIONS = ("sigmoid", "softmax")
 
 
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max-pool, stride 2, VALID, over [N, H, W, C]: the values of nn.max_pool(x, (2, 2)).
+
+    Written as a reshape and a max so that its gradient is an elementwise select rather than
+    XLA's select-and-scatter, which made the face CNN's backward pass 1.5-1.9x slower on CPU.
+    """
+    n, h, w, c = x.shape
+    x = x[:, : h // 2 * 2, : w // 2 * 2]
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 class FaceCNN(nn.Module):
     """Small trainable CNN over grayscale face crops: uint8 [..., H, W] -> [..., feature_dim].
 
@@ -34,7 +45,7 @@ class FaceCNN(nn.Module):
         x = frames.reshape(-1, height, width, 1).astype(self.dtype) * (2.0 / 255.0) - 1.0
         for i, c in enumerate(self.channels):
             x = nn.Conv(c, (3, 3), padding="SAME", dtype=self.dtype, name=f"conv{i + 1}")(x)
-            x = nn.max_pool(nn.relu(x), (2, 2), strides=(2, 2))
+            x = max_pool_2x2(nn.relu(x))
         x = x.reshape(x.shape[0], -1)
         x = nn.relu(nn.Dense(self.feature_dim, dtype=self.dtype, name="project")(x))
         return x.reshape(*lead, self.feature_dim)

@@ -17,6 +17,8 @@ def ensure_cache(data: ml_collections.ConfigDict) -> None:
     """Creates data.corpus_dir (synthetic only) and data.cache_dir if they do not exist."""
     if not data.cache_dir:
         raise ValueError("config.data.cache_dir is empty: say where the feature cache lives")
+    if data.get("synthetic") is not None:
+        _check_synthetic_version(data)
     if os.path.exists(os.path.join(data.cache_dir, cache_lib.INDEX)):
         return
     if jax.process_count() > 1:
@@ -33,6 +35,24 @@ def ensure_cache(data: ml_collections.ConfigDict) -> None:
     if not os.path.isdir(data.corpus_dir):
         raise ValueError(f"config.data.corpus_dir={data.corpus_dir!r} does not exist")
     _prepare(data)
+
+
+def _check_synthetic_version(data: ml_collections.ConfigDict) -> None:
+    """Refuses a synthetic corpus written by another generator version (its cues differ)."""
+    import json
+
+    from avfbp_jax.data.synthetic import GENERATOR_VERSION
+
+    path = os.path.join(data.corpus_dir, "corpus.json")
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        version = json.load(f).get("version")
+    if version != GENERATOR_VERSION:
+        raise ValueError(
+            f"{path}: synthetic corpus version {version}, but this code generates version "
+            f"{GENERATOR_VERSION} (different cues, so results would not match the README); "
+            f"delete {data.corpus_dir} and {data.cache_dir} to regenerate them")
 
 
 def _prepare(data: ml_collections.ConfigDict) -> None:

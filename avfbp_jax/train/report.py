@@ -104,22 +104,29 @@ def plot_confusion(path: str, confusion: Sequence[Sequence[int]], classes: Seque
 
 
 def plot_curves(path: str, history: dict[str, list[tuple[int, float]]]) -> None:
-    """Training curves: loss (train/val) on the left, accuracies on the right, as a PNG."""
+    """Training curves as a PNG: losses, accuracies, and gradient norm / learning rate (log)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    panels = (("loss", "linear"), ("accuracy", "linear"), ("grad norm, learning rate", "log"))
     for name, points in sorted(history.items()):
         if not points:
             continue
+        if name.endswith("loss"):
+            axis = axes[0]
+        elif name.endswith(("grad_norm", "learning_rate")):
+            axis = axes[2]
+        else:
+            axis = axes[1]
         steps, values = zip(*points, strict=True)
-        axis = left if name.endswith("loss") else right
         axis.plot(steps, values, label=name, marker="." if len(points) < 30 else None)
-    for axis, label in ((left, "loss"), (right, "accuracy")):
+    for axis, (label, scale) in zip(axes, panels, strict=True):
         axis.set_xlabel("step")
         axis.set_ylabel(label)
+        axis.set_yscale(scale)
         axis.grid(alpha=0.3)
         if axis.lines:
             axis.legend()

@@ -107,9 +107,29 @@ def test_amfbp_head_matches_a_per_trunk_reference():
                 trunk_z.append(z[0])
         np.testing.assert_array_equal(aux["trunk_has_data"][b], has_data)
         z_trunks = np.mean(trunk_z, axis=0) if trunk_z else np.zeros(cfg.fbp_o)
-        features = np.concatenate([z_global[0], z_trunks])
+        features = np.sqrt(cfg.fbp_o) * np.concatenate([z_global[0], z_trunks])
         want = features @ params["classifier"]["kernel"] + params["classifier"]["bias"]
         np.testing.assert_allclose(logits[b], want, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(aux["modality_weights"][b], w_global[0], rtol=1e-5)
     # Recording 2: audio steps 0 and 1 fall in trunks 0 and 1; trunk 2 is empty and left out.
     np.testing.assert_array_equal(aux["trunk_has_data"][2], [True, True, False])
+
+
+def test_gfbp_head_feeds_the_classifier_fbp_times_sqrt_o():
+    cfg = tiny_config("gfbp")
+    audio = _sequence([7, 3], 9, 6, "softmax", 2)
+    video = _sequence([5, 2], 10, 5, "sigmoid", 3)
+    head = FusionHead(cfg)
+    variables = random_variables(head, audio, video, train=False)
+    logits, _ = head.apply(variables, audio, video, train=False)
+    p = variables["params"]
+    for b, (a_len, v_len) in enumerate(((7, 5), (3, 2))):
+        f = p["fbp"]
+        z = fbp(jnp.asarray(_pool(audio, b, list(range(a_len))))[None],
+                jnp.asarray(_pool(video, b, list(range(v_len))))[None],
+                f["w_x"], f["w_y"], f["b_x"], f["b_y"], k=cfg.fbp_k)[0]
+        np.testing.assert_allclose(np.linalg.norm(z), 1.0, rtol=1e-5)  # unit L2 norm ...
+        features = np.sqrt(cfg.fbp_o) * np.asarray(z)  # ... so unit RMS at the classifier
+        np.testing.assert_allclose(np.sqrt(np.mean(features ** 2)), 1.0, rtol=1e-5)
+        want = features @ p["classifier"]["kernel"] + p["classifier"]["bias"]
+        np.testing.assert_allclose(logits[b], want, rtol=1e-4, atol=1e-5)

@@ -1,12 +1,13 @@
 """Audio and video streams: masks follow every stride and pool; attention weights are masked."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from model_helpers import random_variables, tiny_config
 
 from avfbp_jax.models.audio import AudioFCN
-from avfbp_jax.models.video import VideoStream
+from avfbp_jax.models.video import VideoStream, max_pool_2x2
 from avfbp_jax.ops import attention_weights
 
 
@@ -61,3 +62,17 @@ def test_identity_encoder_passes_features_through():
     seq = stream.apply(random_variables(stream, *args), *args)
     np.testing.assert_array_equal(seq.features, feats)
     np.testing.assert_array_equal(seq.mask[1], [True, True, False, False])
+
+
+def test_max_pool_2x2_equals_flax_max_pool_values_and_gradients():
+    def flax_pool(v):
+        return nn.max_pool(v, (2, 2), strides=(2, 2), padding="VALID")
+
+    for shape in ((3, 8, 6, 4), (2, 7, 9, 3)):  # even, and odd sizes (last row/column dropped)
+        x = jnp.asarray(np.random.default_rng(0).standard_normal(shape), jnp.float32)
+        want = flax_pool(x)
+        np.testing.assert_array_equal(max_pool_2x2(x), want)
+        cot = jnp.asarray(np.random.default_rng(1).standard_normal(want.shape), jnp.float32)
+        grads = [jax.grad(lambda v, pool=pool, cot=cot: jnp.sum(pool(v) * cot))(x)
+                 for pool in (max_pool_2x2, flax_pool)]
+        np.testing.assert_array_equal(grads[0], grads[1])
