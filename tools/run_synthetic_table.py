@@ -90,10 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(args.out, exist_ok=True)
     report.write_json(os.path.join(args.out, "table.json"), table)
     text = markdown(table, command.strip())
-    tmp = os.path.join(args.out, "table.md.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, os.path.join(args.out, "table.md"))
+    report.write_text(os.path.join(args.out, "table.md"), text)
     print(text)
     return 0
 

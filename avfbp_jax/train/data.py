@@ -5,6 +5,7 @@ for them a missing corpus is generated with avfbp_jax.data.synthetic. A missing 
 written by `avfbp prepare` with the data config's settings. Real corpora must exist already.
 """
 
+import json
 import os
 
 import jax
@@ -39,8 +40,6 @@ def ensure_cache(data: ml_collections.ConfigDict) -> None:
 
 def _check_synthetic_version(data: ml_collections.ConfigDict) -> None:
     """Refuses a synthetic corpus written by another generator version (its cues differ)."""
-    import json
-
     from avfbp_jax.data.synthetic import GENERATOR_VERSION
 
     path = os.path.join(data.corpus_dir, "corpus.json")

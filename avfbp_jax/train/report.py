@@ -64,12 +64,17 @@ class TensorBoard:
             self.writer.close()
 
 
-def write_json(path: str, data) -> None:
-    """Writes JSON atomically (temporary name, then rename)."""
+def write_text(path: str, text: str) -> None:
+    """Writes a text file atomically (temporary name, then rename)."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
+        f.write(text)
     os.replace(tmp, path)
+
+
+def write_json(path: str, data) -> None:
+    """Writes JSON atomically (temporary name, then rename)."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 def _save_figure(fig, path: str) -> None:
