@@ -91,7 +91,9 @@ def test_predict_folder(bundle, media, tmp_path, capsys):
     for name, audio in [("a/pair.avi", "a/pair.wav"), ("a/muxed.avi", None)]:
         want = exact_probs(bundle, str(media / name), audio and str(media / audio))
         got = np.array([results[name]["probabilities"][k] for k in LABELS])
-        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+        # 1e-5: the padding-invariance bound of tests/models (float32 sums over differently
+        # padded axes; sqrt(o) before the classifier scales that noise by ~3 at o = 8).
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
 
 
 def test_predict_errors(bundle, media, tmp_path, capsys):
