@@ -4,8 +4,9 @@
         [--config.train.num_steps=300 ...]
 
 Trains experiments/synthetic_<fusion>.py once per (fusion, seed) into OUT/<fusion>-s<seed>
-(a finished run is reused: rerunning resumes or skips), then writes OUT/table.md and
-OUT/table.json with the mean and standard deviation of validation and test WA / UA.
+(a finished run is reused and an unfinished one resumed, both only if made with the same
+settings), then writes OUT/table.md and OUT/table.json with the mean and standard deviation of
+validation and test WA / UA.
 """
 
 import argparse
@@ -16,7 +17,8 @@ import sys
 import numpy as np
 
 from avfbp_jax.models.config import FUSION_TYPES
-from avfbp_jax.train import report
+from avfbp_jax.train import checkpoint, report
+from avfbp_jax.train.config import RunSetupError
 from avfbp_jax.train.loop import METRICS_FILE, train_and_evaluate
 from avfbp_jax.train.main import apply_overrides, load_config_file
 
@@ -30,6 +32,7 @@ def run_one(fusion: str, seed: int, workdir: str, overrides: list[str]) -> dict:
     apply_overrides(config, overrides)
     config.seed = seed
     if os.path.exists(path):
+        checkpoint.check_same_run(workdir, config)  # never reuse a run made with other settings
         with open(path) as f:
             done = json.load(f)
         if done.get("step") == config.train.num_steps:
@@ -83,7 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:
             print(f"=== {fusion}, seed {seed} ===", flush=True)
             workdir = os.path.join(args.out, f"{fusion}-s{seed}")
-            results.setdefault(fusion, []).append(run_one(fusion, seed, workdir, overrides))
+            try:
+                results.setdefault(fusion, []).append(run_one(fusion, seed, workdir, overrides))
+            except RunSetupError as e:
+                print(f"run_synthetic_table: error: {e}", file=sys.stderr)
+                return 2
     table = summarise(results)
     command = "python tools/run_synthetic_table.py " + " ".join(sys.argv[1:] if argv is None
                                                                   else argv)

@@ -15,7 +15,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from avfbp_jax.train.config import BEST_METRICS
+from avfbp_jax.train import report
+from avfbp_jax.train.config import BEST_METRICS, RunSetupError
 
 CONFIG_FILE = "config.json"
 
@@ -95,11 +96,50 @@ class Checkpointer:
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Writes WORKDIR/config.json atomically."""
     os.makedirs(workdir, exist_ok=True)
+    report.write_text(os.path.join(workdir, CONFIG_FILE),
+                      config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+# Fields a resumed run may change: they steer the loop, the devices or the host-side loader,
+# not what is trained (a longer num_steps continues the run, as in "train 2000 more steps").
+RESUMABLE_FIELDS = frozenset({
+    "train.num_steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
+    "train.keep", "train.async_checkpointing", "train.eval_batch_size", "train.num_devices",
+    "train.distributed", "train.kill_at_step",
+    "data.prefetch", "data.loader_threads", "data.in_memory", "data.workers",
+})
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def check_same_run(workdir: str, config: ml_collections.ConfigDict) -> None:
+    """Raises RunSetupError if WORKDIR/config.json differs from `config` outside RESUMABLE_FIELDS.
+
+    Resuming (or reusing a finished run) under other settings would silently mix two runs.
+    """
     path = os.path.join(workdir, CONFIG_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    with open(path) as f:
+        saved = _flatten(json.load(f))
+    current = _flatten(json.loads(config.to_json_best_effort()))
+    absent = "<absent>"
+    changed = [
+        f"{key}: {saved.get(key, absent)!r} -> {current.get(key, absent)!r}"
+        for key in sorted(saved.keys() | current.keys())
+        if key not in RESUMABLE_FIELDS and saved.get(key, absent) != current.get(key, absent)
+    ]
+    if changed:
+        raise RunSetupError(
+            f"{workdir} holds a run with other settings ({'; '.join(changed)}); resume it with "
+            f"its own settings ({path}) or train into a new --workdir"
+        )
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:

@@ -11,6 +11,10 @@ SCHEDULES = ("cosine", "step", "constant")
 BEST_METRICS = ("val/ua", "val/wa")
 
 
+class RunSetupError(ValueError):
+    """A run cannot start: its settings do not fit its corpus, cache or workdir."""
+
+
 def train_config() -> ml_collections.ConfigDict:
     """Returns the training defaults: AdamW, warmup + cosine, data parallel on all devices."""
     c = ml_collections.ConfigDict()

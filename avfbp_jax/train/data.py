@@ -12,18 +12,19 @@ import jax
 import ml_collections
 
 from avfbp_jax.data import cache as cache_lib
+from avfbp_jax.train.config import RunSetupError
 
 
 def ensure_cache(data: ml_collections.ConfigDict) -> None:
     """Creates data.corpus_dir (synthetic only) and data.cache_dir if they do not exist."""
     if not data.cache_dir:
-        raise ValueError("config.data.cache_dir is empty: say where the feature cache lives")
+        raise RunSetupError("config.data.cache_dir is empty: say where the feature cache lives")
     if data.get("synthetic") is not None:
         _check_synthetic_version(data)
     if os.path.exists(os.path.join(data.cache_dir, cache_lib.INDEX)):
         return
     if jax.process_count() > 1:
-        raise ValueError(f"{data.cache_dir}: no feature cache; in multi-host runs prepare it "
+        raise RunSetupError(f"{data.cache_dir}: no feature cache; in multi-host runs prepare it "
                          "before training (`avfbp prepare`)")
     synthetic = data.get("synthetic")
     if synthetic is not None and not os.path.exists(os.path.join(data.corpus_dir, "corpus.json")):
@@ -34,7 +35,7 @@ def ensure_cache(data: ml_collections.ConfigDict) -> None:
         write_corpus(data.corpus_dir, clips=synthetic.clips, seed=synthetic.seed,
                      workers=data.workers)
     if not os.path.isdir(data.corpus_dir):
-        raise ValueError(f"config.data.corpus_dir={data.corpus_dir!r} does not exist")
+        raise RunSetupError(f"config.data.corpus_dir={data.corpus_dir!r} does not exist")
     _prepare(data)
 
 
@@ -48,7 +49,7 @@ def _check_synthetic_version(data: ml_collections.ConfigDict) -> None:
     with open(path) as f:
         version = json.load(f).get("version")
     if version != GENERATOR_VERSION:
-        raise ValueError(
+        raise RunSetupError(
             f"{path}: synthetic corpus version {version}, but this code generates version "
             f"{GENERATOR_VERSION} (different cues, so results would not match the README); "
             f"delete {data.corpus_dir} and {data.cache_dir} to regenerate them")
@@ -72,4 +73,4 @@ def _prepare(data: ml_collections.ConfigDict) -> None:
         argv.append("--keep-excited")
     print(f"preparing the feature cache {data.cache_dir}", flush=True)
     if prepare.run(parser.parse_args(argv)) != 0:
-        raise RuntimeError(f"`avfbp prepare {' '.join(argv)}` failed (see its messages above)")
+        raise RunSetupError(f"`avfbp prepare {' '.join(argv)}` failed (see its messages above)")

@@ -19,6 +19,7 @@ from avfbp_jax.data.corpora import split_indices
 from avfbp_jax.data.loader import TrainLoader, eval_batches
 from avfbp_jax.models.model import AVModel, example_batch, frozen_paths, load_pretrained
 from avfbp_jax.train import checkpoint, metrics, optimizer, parallel, report
+from avfbp_jax.train.config import RunSetupError
 from avfbp_jax.train.data import ensure_cache
 from avfbp_jax.train.state import abstract_train_state, copy_matching_params, create_train_state
 from avfbp_jax.train.step import make_eval_step, make_train_step
@@ -114,11 +115,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     cache = FeatureCache(config.data.cache_dir, in_memory=config.data.in_memory,
                          frame_input=config.data.frame_input)
     if config.model.num_classes != len(cache.classes):
-        raise ValueError(f"model.num_classes={config.model.num_classes} but the cache "
+        raise RunSetupError(f"model.num_classes={config.model.num_classes} but the cache "
                          f"{config.data.cache_dir} has {len(cache.classes)} classes")
     splits = {s: split_of(cache, config.data, s) for s in ("train", "val", "test")}
     if len(splits["train"]) == 0:
-        raise ValueError(f"{config.data.cache_dir}: no clips in the training split")
+        raise RunSetupError(f"{config.data.cache_dir}: no clips in the training split")
 
     mesh = parallel.make_mesh(tc.num_devices)
     parallel.local_batch_size(tc.batch_size, mesh)
@@ -127,18 +128,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     tx = optimizer.make_optimizer(tc, schedule, (*tc.frozen, *frozen_paths(config.model)))
     example = example_batch(config.model, 1, seconds=min(config.data.buckets),
                             num_frames=int(np.ceil(min(config.data.buckets) * cache.fps)))
-    os.makedirs(workdir, exist_ok=True)
-    if lead:
-        checkpoint.save_config(workdir, config)
     checkpointer = checkpoint.Checkpointer(
         workdir, keep=tc.keep, best_metric=tc.keep_best, async_save=tc.async_checkpointing)
+    start = checkpointer.latest_step()
+    if start is not None and os.path.exists(os.path.join(workdir, checkpoint.CONFIG_FILE)):
+        checkpoint.check_same_run(workdir, config)  # resume only the same run
+    if lead:
+        checkpoint.save_config(workdir, config)
     loader = TrainLoader(
         cache, splits["train"], tc.batch_size, seed=config.seed, buckets=config.data.buckets,
         process_index=jax.process_index(), process_count=jax.process_count(),
         prefetch=config.data.prefetch, threads=config.data.loader_threads,
     )
 
-    start = checkpointer.latest_step()
     if start is not None:
         state, loader_state = checkpointer.restore(
             start, abstract_train_state(model, tx, example, mesh))

@@ -8,12 +8,13 @@ and writes their mean and spread to DIR/folds.json.
 import argparse
 import ast
 import importlib.util
-import json
 import os
 import sys
 
 import ml_collections
 import numpy as np
+
+from avfbp_jax.train import report
 
 NUM_FOLDS = 5
 
@@ -101,6 +102,7 @@ def aggregate_folds(results: list[dict]) -> dict:
 def run(args: argparse.Namespace) -> int:
     import jax
 
+    from avfbp_jax.train.config import RunSetupError
     from avfbp_jax.train.loop import NonFiniteLossError, train_and_evaluate
 
     try:
@@ -122,12 +124,14 @@ def run(args: argparse.Namespace) -> int:
             results.append(train_and_evaluate(fold_config, fold_dir))
         summary = aggregate_folds(results)
         if jax.process_index() == 0:
-            with open(os.path.join(args.workdir, "folds.json"), "w") as f:
-                json.dump(summary, f, indent=2)
+            report.write_json(os.path.join(args.workdir, "folds.json"), summary)
             print("leave-one-session-out: " + ", ".join(
                 f"{k.upper()} {100 * summary[k]['mean']:.2f} +- {100 * summary[k]['std']:.2f}"
                 for k in ("wa", "ua", "macro_f1")))
         return 0
+    except RunSetupError as e:
+        print(f"avfbp train: error: {e}", file=sys.stderr)
+        return 2
     except NonFiniteLossError as e:
         print(f"\navfbp train: error: {e}", file=sys.stderr)
         return 3

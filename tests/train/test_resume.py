@@ -86,3 +86,18 @@ def test_restore_on_a_different_device_count(runner, uninterrupted):
              zip(jax.tree.leaves(results[1]), jax.tree.leaves(_params(uninterrupted, 6)),
                  strict=True)]
     assert any(moved)
+
+
+def test_resume_with_other_settings_is_refused(runner, uninterrupted):
+    """Restarting a workdir under another model setting stops with one line; nothing changes."""
+    root, run = runner
+    workdir = root / "other_settings"
+    shutil.copytree(uninterrupted, workdir)
+    before = (workdir / "config.json").read_text()
+    proc = run(workdir, "model.fbp_dropout=0.5", "train.num_steps=8")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "avfbp train: error:" in proc.stderr and "model.fbp_dropout: 0.1 -> 0.5" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (workdir / "config.json").read_text() == before
+    assert sorted(os.listdir(workdir / "checkpoints")) == sorted(os.listdir(uninterrupted /
+                                                                            "checkpoints"))
