@@ -24,8 +24,8 @@ def ensure_cache(data: ml_collections.ConfigDict) -> None:
     if os.path.exists(os.path.join(data.cache_dir, cache_lib.INDEX)):
         return
     if jax.process_count() > 1:
-        raise RunSetupError(f"{data.cache_dir}: no feature cache; in multi-host runs prepare it "
-                         "before training (`avfbp prepare`)")
+        raise RunSetupError(f"{data.cache_dir}: no feature cache; in multi-host runs prepare "
+                            "it before training (`avfbp prepare`)")
     synthetic = data.get("synthetic")
     if synthetic is not None and not os.path.exists(os.path.join(data.corpus_dir, "corpus.json")):
         from avfbp_jax.data.synthetic import write_corpus

@@ -116,7 +116,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          frame_input=config.data.frame_input)
     if config.model.num_classes != len(cache.classes):
         raise RunSetupError(f"model.num_classes={config.model.num_classes} but the cache "
-                         f"{config.data.cache_dir} has {len(cache.classes)} classes")
+                            f"{config.data.cache_dir} has {len(cache.classes)} classes")
     splits = {s: split_of(cache, config.data, s) for s in ("train", "val", "test")}
     if len(splits["train"]) == 0:
         raise RunSetupError(f"{config.data.cache_dir}: no clips in the training split")
