@@ -125,9 +125,7 @@ def check_same_run(workdir: str, config: ml_collections.ConfigDict) -> None:
 
     Resuming (or reusing a finished run) under other settings would silently mix two runs.
     """
-    path = os.path.join(workdir, CONFIG_FILE)
-    with open(path) as f:
-        saved = _flatten(json.load(f))
+    saved = _flatten(load_config(workdir).to_dict())
     current = _flatten(json.loads(config.to_json_best_effort()))
     absent = "<absent>"
     changed = [
@@ -138,7 +136,7 @@ def check_same_run(workdir: str, config: ml_collections.ConfigDict) -> None:
     if changed:
         raise RunSetupError(
             f"{workdir} holds a run with other settings ({'; '.join(changed)}); resume it with "
-            f"its own settings ({path}) or train into a new --workdir"
+            f"its own settings ({os.path.join(workdir, CONFIG_FILE)}) or train into a new --workdir"
         )
 
 
