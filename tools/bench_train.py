@@ -62,6 +62,21 @@ def make_model_config(fusion: str, dtype: str, width: float):
     return cfg
 
 
+def flops(cost: Any) -> float:
+    """The "flops" entry of an XLA cost analysis (a dict, or a list of dicts in older jax)."""
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    return float((cost or {}).get("flops", math.nan))
+
+
+def device_bytes(mem: Any) -> int | None:
+    """Device memory a compiled program needs by XLA's buffer assignment: arguments + outputs
+    - donated (aliased) + temporaries + code; None where the backend reports no analysis."""
+    if mem is None:
+        return None
+    return (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes
+            + mem.temp_size_in_bytes + mem.generated_code_size_in_bytes)
+
+
 class StepCase:
     """One compiled train step with its own state and a device-resident batch.
 
@@ -83,11 +98,13 @@ class StepCase:
         if not aot:
             return
         start = time.perf_counter()
-        self.compiled = self.jitted.lower(self.state, self.batch).compile()
+        lowered = self.jitted.lower(self.state, self.batch)
+        self.compiled = lowered.compile()
         self.compile_s = time.perf_counter() - start
-        cost = self.compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, list | tuple) else cost
-        self.flops_per_sample = float(cost.get("flops", math.nan)) * mesh.size / batch_size
+        # The compiled program is one device's share; the lowered one is the global program.
+        self.flops_per_sample = flops(self.compiled.cost_analysis()) * mesh.size / batch_size
+        self.lowered_flops_per_sample = flops(lowered.cost_analysis()) / batch_size
+        self.device_bytes = device_bytes(self.compiled.memory_analysis())
 
     def __call__(self):
         self.state, metrics = self.compiled(self.state, self.batch)
