@@ -85,14 +85,21 @@ class StepCase:
     """
 
     def __init__(self, cfg, mesh, batch_size: int, seconds: float, frames: int,
-                 aot: bool = True):
+                 aot: bool = True, state: Any = None):
+        """state: a host copy of an initial state of this model (`self.initial`) to start from
+        instead of initialising (which compiles the model's init)."""
         tcfg = train_config()
         model = AVModel(config=cfg)
         schedule = optimizer.make_schedule(tcfg)
         tx = optimizer.make_optimizer(tcfg, schedule)
-        example = example_batch(cfg, batch_size, seconds, frames)
-        self.state = create_train_state(model, tx, example, seed=0, mesh=mesh)
-        self.batch = parallel.shard_batch(example, mesh)
+        if state is None:
+            # Parameters do not depend on the batch: initialise on one example (small compile).
+            init_example = example_batch(cfg, 1, seconds, frames)
+            state = jax.device_get(create_train_state(model, tx, init_example, seed=0,
+                                                      mesh=mesh))
+        self.initial = state
+        self.state = parallel.replicate(state, mesh)
+        self.batch = parallel.shard_batch(example_batch(cfg, batch_size, seconds, frames), mesh)
         self.jitted = make_train_step(model, tx, schedule, mesh, seed=0,
                                       label_smoothing=tcfg.label_smoothing)
         if not aot:

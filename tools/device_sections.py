@@ -40,7 +40,7 @@ from typing import Any
 TOOLS = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(TOOLS)
 SECTIONS = ("setup", "pytest", "fbp", "train", "corpus", "host", "e2e")
-FBP_IMPLS = ("floor", "fbp", "pallas", "torch", "torch.compile")
+FBP_IMPLS = ("floor", "xla", "pallas", "torch")  # bench_fbp.IMPLS without the naive layer
 GIB = 2**30
 
 
@@ -49,17 +49,25 @@ class Plan:
     """Sizes and time budgets of one suite run (`Plan.device()` or `Plan.dry()`)."""
 
     dry_run: bool
-    total_s: float  # the whole suite; each section also stops at its own budget
-    budgets: dict[str, float]  # seconds per section
+    total_s: float  # the whole suite
+    # Seconds per section. Sections run in SECTIONS order (but "corpus", in the background) and
+    # each ends by the sum of its own and the earlier sections' budgets after the start, so a
+    # section may use what earlier ones left (only "train" has cases to spend it on).
+    budgets: dict[str, float]
     # fbp
     fbp_dims: tuple[int, int, int, int]
     fbp_batches: tuple[int, ...]
+    fbp_dtypes: tuple[str, ...]
     fbp_rounds: int
+    fbp_target_ms: float
+    fbp_torch_compile: bool
     # train
     width: float  # stream width multiplier (1 = paper-sized)
     seconds: float  # audio per sample
     frames: int  # face crops per sample
     gemm_size: int
+    fusions: tuple[str, ...]
+    dtypes: tuple[str, ...]
     step_batch: int  # every fusion x dtype at this batch
     sweep_batches: tuple[int, ...]  # amfbp: the batch sweep before the largest batch
     max_fusions: tuple[str, ...]  # fusions whose largest batch is searched
@@ -84,10 +92,13 @@ class Plan:
         cores = os.cpu_count() or 16
         return cls(
             dry_run=False, total_s=480,
-            budgets={"setup": 30, "pytest": 75, "fbp": 90, "train": 150, "corpus": 170,
+            budgets={"setup": 20, "pytest": 75, "fbp": 90, "train": 150, "corpus": 170,
                      "host": 25, "e2e": 120},
-            fbp_dims=(512, 512, 5, 1000), fbp_batches=(8192, 65536), fbp_rounds=5,
-            width=1.0, seconds=4.0, frames=40, gemm_size=8192,
+            fbp_dims=(512, 512, 5, 1000), fbp_batches=(8192, 65536), fbp_dtypes=("f32", "bf16"),
+            fbp_rounds=5, fbp_target_ms=50.0,
+            fbp_torch_compile=True, width=1.0, seconds=4.0, frames=40, gemm_size=8192,
+            fusions=("amfbp", "audio", "video", "concat", "late", "gfbp", "agfbp"),
+            dtypes=("bf16", "f32"),
             step_batch=256, sweep_batches=(64, 256, 1024), max_fusions=("amfbp", "gfbp"),
             max_batch_cap=65536, batch_multiple=64, memory_limit_gb=None, step_rounds=3,
             # 366 clips per class: 256 train each (70/15/15 split), so 1024 train clips fill
@@ -104,10 +115,12 @@ class Plan:
             dry_run=True, total_s=600,
             budgets={"setup": 60, "pytest": 120, "fbp": 120, "train": 180, "corpus": 120,
                      "host": 60, "e2e": 180},
-            fbp_dims=(32, 24, 5, 16), fbp_batches=(8, 32), fbp_rounds=2,
-            width=0.03, seconds=1.0, frames=10, gemm_size=256,
+            fbp_dims=(32, 24, 5, 16), fbp_batches=(8,), fbp_dtypes=("f32",), fbp_rounds=2,
+            fbp_target_ms=5.0,
+            fbp_torch_compile=False, width=0.03, seconds=1.0, frames=10, gemm_size=256,
+            fusions=("amfbp",), dtypes=("bf16",),
             step_batch=8, sweep_batches=(8, 16), max_fusions=("amfbp",),
-            max_batch_cap=48, batch_multiple=8, memory_limit_gb=0.5, step_rounds=2,
+            max_batch_cap=16, batch_multiple=8, memory_limit_gb=0.5, step_rounds=2,
             clips=16, clip_seconds=(0.8, 1.0), workers=2,
             loader_batches=(8,), loader_threads=2, loader_seconds=0.5,
             e2e_steps=3, e2e_batch=8,
@@ -142,28 +155,30 @@ def run_suite(plan: Plan, out_dir: str, *, commit: str, wheels: str,
     with open(plan_file, "w") as f:
         json.dump({**dataclasses.asdict(plan), "work": work, "commit": commit}, f)
 
-    def start(name: str) -> Section:
+    def start(name: str, end: float) -> Section:
         section_env = dict(env)
         if name != "train":  # torch shares the GPU in "fbp"; the others need little memory
             section_env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
         else:  # the largest batch is searched against nearly the whole card
             section_env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = "0.94"
-        budget = min(plan.budgets[name], t0 + plan.total_s - time.time())
-        return Section(name, budget, plan_file, work, section_env, log)
+        end = min(end, t0 + plan.total_s)
+        return Section(name, end - time.time(), plan_file, work, section_env, log)
 
     corpus = None
+    end = t0
     for name in SECTIONS:
         if name not in only or name == "corpus":
             continue
+        end += plan.budgets[name]
         if name == "pytest" and "corpus" in only:
-            corpus = start("corpus")
+            corpus = start("corpus", time.time() + plan.budgets["corpus"])
         if name == "host" and corpus is not None:
             result["sections"]["corpus"] = corpus.wait()
             corpus = None
-        if t0 + plan.total_s - time.time() < 5:
-            result["sections"][name] = {"status": "not run: the suite's time is up"}
+        if min(end, t0 + plan.total_s) - time.time() < 5:
+            result["sections"][name] = {"status": "not run: no time left"}
         else:
-            result["sections"][name] = start(name).wait()
+            result["sections"][name] = start(name, end).wait()
         _write_result(out_dir, result, t0)
     if corpus is not None:
         result["sections"]["corpus"] = corpus.wait()
@@ -229,6 +244,7 @@ class Section:
             self.log.write(f"[{self.name}] {line}")
             print(f"[{self.name}] {line}", end="", flush=True)
             self.tail = (self.tail + [line.rstrip()])[-30:]
+        self.end = time.time()  # output closed: the section has ended (or was killed)
 
     def wait(self) -> dict[str, Any]:
         left = self.start + self.budget + self.GRACE_S - time.time()
@@ -241,7 +257,8 @@ class Section:
             status = f"killed at its budget + {self.GRACE_S:.0f} s"
         self.reader.join(5)
         part = _read_json(self.part)
-        part.update(status=status, wall_s=time.time() - self.start, budget_s=self.budget)
+        end = getattr(self, "end", time.time())
+        part.update(status=status, wall_s=end - self.start, budget_s=self.budget)
         if status != "ok":
             part["output_tail"] = self.tail
         return part
@@ -395,8 +412,9 @@ def section_fbp(plan: Plan, part: Part, *, work: str, commit: str) -> None:
     import bench_fbp
 
     part["result"] = bench_fbp.run_benchmark(
-        [plan.fbp_dims], list(plan.fbp_batches), ["f32", "bf16"], ["fwd", "fwd+bwd"],
-        list(FBP_IMPLS), rounds=plan.fbp_rounds, torch_compile=True)
+        [plan.fbp_dims], list(plan.fbp_batches), list(plan.fbp_dtypes), ["fwd", "fwd+bwd"],
+        list(FBP_IMPLS), rounds=plan.fbp_rounds, target_ms=plan.fbp_target_ms,
+        gemm_size=plan.gemm_size, torch_compile=plan.fbp_torch_compile)
 
 
 # ---------------------------------------------------------------------------- train
@@ -404,12 +422,11 @@ def section_train(plan: Plan, part: Part, *, work: str, commit: str) -> None:
     """The paper-sized train step (`plan.seconds` of audio and `plan.frames` crops per sample).
 
     Cases, most important first, each skipped once the budget cannot hold it (the estimate is
-    the slowest compile so far plus its timing):
-      1. amfbp bf16: the batch sweep, then the largest batch;
-      2. the other fusions, bf16, at `step_batch`;
-      3. amfbp f32: the sweep and the largest batch;
-      4. the other fusions, f32, at `step_batch`;
-      5. the largest batch of the other `max_fusions`, bf16 then f32.
+    1.5x the slowest case so far, compile and timing):
+      1. amfbp, first dtype (bf16): the batch sweep, then the largest batch;
+      2. the other fusions, same dtype, at `step_batch`;
+      3. 1 and 2 for the next dtype (f32);
+      4. the largest batch of the other `max_fusions`, each dtype.
     The largest batch is found, not guessed: each case is compiled ahead of time and XLA's
     buffer assignment (compiled.memory_analysis(): arguments + outputs - donated + temporaries)
     gives its device bytes before it runs; a straight line through the two largest batches that
@@ -420,7 +437,6 @@ def section_train(plan: Plan, part: Part, *, work: str, commit: str) -> None:
     import bench_common as bc
     import jax
 
-    from avfbp_jax.models.config import FUSION_TYPES
     from avfbp_jax.train import parallel
 
     dev = jax.devices()[0]
@@ -431,7 +447,7 @@ def section_train(plan: Plan, part: Part, *, work: str, commit: str) -> None:
                 seconds=plan.seconds, frames=plan.frames, rows=[], max_batch={}, skipped=[])
     mesh = parallel.make_mesh(1)
     peaks = {}
-    for dtype in ("bf16", "f32"):
+    for dtype in plan.dtypes:
         gemm, gemm_flops = bc.gemm_variant(bc.DTYPES[dtype], plan.gemm_size)
         t = bc.time_interleaved([gemm], rounds=5, target_s=0.2)[gemm.name]
         peaks[dtype] = gemm_flops / t.median / 1e12
@@ -440,14 +456,13 @@ def section_train(plan: Plan, part: Part, *, work: str, commit: str) -> None:
     part["gemm_size"] = plan.gemm_size
     part.save()
     runner = _StepRunner(plan, part, mesh, limit, peaks)
-    others = [f for f in FUSION_TYPES if f != "amfbp"]
-    for dtype in ("bf16", "f32"):
+    for dtype in plan.dtypes:
         for b in plan.sweep_batches:
             runner.case("amfbp", dtype, b)
         runner.largest("amfbp", dtype)
-        for f in others:
+        for f in plan.fusions:
             runner.case(f, dtype, plan.step_batch)
-    for dtype in ("bf16", "f32"):
+    for dtype in plan.dtypes:
         for f in plan.max_fusions:
             if f != "amfbp":
                 runner.largest(f, dtype)
@@ -461,6 +476,7 @@ class _StepRunner:
     def __init__(self, plan: Plan, part: Part, mesh, limit: float | None, peaks: dict):
         self.plan, self.part, self.mesh, self.limit, self.peaks = plan, part, mesh, limit, peaks
         self.slowest = 0.0  # seconds of the slowest case so far (compile + timing)
+        self.initial: dict[tuple[str, str], Any] = {}  # host initial state per (fusion, dtype)
 
     def _affordable(self, what: str) -> bool:
         if time_left() > 1.5 * self.slowest + 5:
@@ -488,7 +504,9 @@ class _StepRunner:
         case = None
         try:
             cfg = bt.make_model_config(fusion, dtype, self.plan.width)
-            case = bt.StepCase(cfg, self.mesh, batch, self.plan.seconds, self.plan.frames)
+            case = bt.StepCase(cfg, self.mesh, batch, self.plan.seconds, self.plan.frames,
+                               state=self.initial.get((fusion, dtype)))
+            self.initial[(fusion, dtype)] = case.initial
             row.update(compile_s=case.compile_s, device_bytes=case.device_bytes,
                        gflop_per_sample=case.flops_per_sample / 1e9,
                        lowered_gflop_per_sample=case.lowered_flops_per_sample / 1e9)
@@ -758,13 +776,10 @@ def markdown(result: dict[str, Any]) -> str:
                   + (f"; failing: {', '.join(bad)}" if bad else "") + ".", ""]
     fbp = s.get("fbp", {}).get("result", {})
     if fbp.get("rows"):
-        lines += ["FBP kernel (tools/bench_fbp.py run_benchmark):", ""]
-        lines += _table(fbp["rows"], [("dims", "dims", ""), ("dtype", "dtype", ""),
-                                      ("mode", "mode", ""), ("batch", "batch", "d"),
-                                      ("variant", "variant", ""), ("ms", "ms/call", ".3f"),
-                                      ("gflops_per_s", "GFLOP/s", ",.0f"),
-                                      ("pct_peak", "% GEMM peak", ".1f"),
-                                      ("x_floor", "x floor", ".2f")]) + [""]
+        import bench_fbp
+
+        lines += ["FBP kernel (tools/bench_fbp.py run_benchmark):", "",
+                  bench_fbp.report(fbp, markdown=True), ""]
     tr = s.get("train", {})
     if tr.get("rows"):
         peaks = tr.get("gemm_peak_tflops", {})

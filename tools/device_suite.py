@@ -11,23 +11,25 @@ commit) and suite.log (every section's output) into --out ($OUT there) and print
 last. `--dry-run` runs every section at tiny sizes on the CPU (tests/tools/test_device_suite.py
 does, so the suite cannot rot unseen).
 
-Time budget on one H200 with 16 cores, 8 minutes in all (Plan.device() in device_sections.py):
-  setup   30 s  installs the wheels (~10 s), one jax start and nvidia-smi
+Time budget on one H200 with 16 cores, 8 minutes in all (Plan.device() in device_sections.py).
+Sections run one after another and each must end by the sum of its own and the earlier
+sections' budgets (time an earlier section left goes to the next one; only "train" has more
+cases to spend it on); a section still running 20 s past that is killed, its finished cases kept.
+  setup   20 s  installs the wheels (~10 s), one jax start, nvidia-smi
   pytest  75 s  the gpu tests: each compiles small programs on the GPU and the CPU
-  fbp     90 s  2 dtypes x 2 modes x batches 8192 and 65536 x 5 variants; torch.compile
+  fbp     90 s  2 dtypes x 2 modes x batches 8192 and 65536, every variant; torch.compile
                 compiles each shape and mode (8 compiles, about 5-10 s each), the kernels
                 themselves take milliseconds
-  train  150 s  paper-sized step compiles are the cost (7 s on a 2-core CPU at batch 8; more
-                with GPU autotuning), so not every fusion x dtype x batch: amfbp gets the sweep
-                64/256/1024 and the largest batch per dtype, the other six fusions batch 256,
-                gfbp the largest batch if time is left; cases run most important first and the
-                rest are listed as skipped
-  corpus 170 s  1464 clips of 3.6-4 s synthesised and prepared with 14 processes, in the
-                background of pytest and fbp (about 5 clips/s per core for synthesis and 2.5
-                for prepare on this project's CPU)
+  train  150 s  compiling the paper-sized step is the cost (7 s on a 2-core CPU at batch 8;
+                more with GPU autotuning), so not every fusion x dtype x batch: amfbp gets the
+                sweep 64/256/1024 and the largest batch per dtype, the other six fusions batch
+                256, gfbp the largest batch if time is left; cases run most important first and
+                the rest are listed as skipped
+  corpus 170 s  in the background of pytest, fbp and train: 1464 clips of 3.6-4 s synthesised
+                and prepared with 14 processes (here: 5 clips/s per core for synthesis, 2.5 for
+                prepare)
   host    25 s  loader at batch 256 and 1024 with 16 threads, bytes per sample, host->device
-  e2e    120 s  large_batch.py, 300 steps of 1024 (bf16) + one evaluation
-Sections that finish early leave the time unused; each is stopped at its budget + 20 s.
+  e2e    120 s  large_batch.py, 300 steps of 1024 in bf16 + one evaluation (two compiles)
 """
 
 import argparse
