@@ -591,8 +591,16 @@ class _StepRunner:
 # ---------------------------------------------------------------------------- corpus
 def section_corpus(plan: Plan, part: Part, *, work: str, commit: str) -> None:
     """The synthetic corpus (clips as long as the step's input) and its feature cache, prepared
-    at the paper-sized inputs: 64x64 crops at 10 frames/s."""
+    at the paper-sized inputs: 64x64 crops at 10 frames/s.
+
+    Where OpenCV has no Haar cascade (opencv 5.x wheels dropped it; the GPU image's version is
+    not known here, and a 4.x wheel is too large to carry beside PyAV), `prepare` cannot crop
+    faces: the cache is then written by `write_whole_frame_cache` instead (same decoding, same
+    cache format, the whole frame as the crop), so that "host" and "e2e" still run; the JSON
+    says which path ran.
+    """
     from avfbp_jax.data import prepare, synthetic
+    from avfbp_jax.data.faces import FaceCropper
 
     corpus, cache = os.path.join(work, "corpus"), os.path.join(work, "cache")
     lo, hi = plan.clip_seconds
@@ -603,17 +611,62 @@ def section_corpus(plan: Plan, part: Part, *, work: str, commit: str) -> None:
     part.update(corpus=corpus, clips=plan.clips, clip_seconds=list(plan.clip_seconds),
                 workers=plan.workers, synth_s=synth_s, synth_clips_per_s=plan.clips / synth_s)
     part.save()
-    parser = argparse.ArgumentParser()
-    prepare.add_arguments(parser)
     fps = plan.frames / plan.seconds
-    args = parser.parse_args([corpus, cache, "--workers", str(plan.workers), "--fps", str(fps),
-                              "--crop-size", "64"])
+    try:
+        FaceCropper(64)
+        part["cache_writer"] = "avfbp prepare"
+    except Exception as e:  # noqa: BLE001 - any failure to load the detector
+        part["cache_writer"] = f"whole frames (no face detector: {type(e).__name__}: {e})"
     start = time.time()
-    if prepare.run(args) != 0:
-        raise RuntimeError("prepare failed (see the log)")
+    if part["cache_writer"] == "avfbp prepare":
+        parser = argparse.ArgumentParser()
+        prepare.add_arguments(parser)
+        args = parser.parse_args([corpus, cache, "--workers", str(plan.workers), "--fps",
+                                  str(fps), "--crop-size", "64"])
+        if prepare.run(args) != 0:
+            raise RuntimeError("prepare failed (see the log)")
+    else:
+        write_whole_frame_cache(corpus, cache, fps=fps, crop_size=64, workers=plan.workers)
     prepare_s = time.time() - start
     part.update(cache=cache, fps=fps, crop_size=64, prepare_s=prepare_s,
                 prepare_clips_per_s=plan.clips / prepare_s)
+
+
+def write_whole_frame_cache(corpus_dir: str, cache_dir: str, *, fps: float, crop_size: int,
+                            workers: int) -> None:
+    """A feature cache of a folder corpus without face detection: each frame, whole, resized to
+    crop_size (the synthetic corpus's face fills most of the frame), every frame marked found."""
+    import multiprocessing
+
+    from avfbp_jax.data import cache
+    from avfbp_jax.data.corpora import read_corpus
+
+    corpus = read_corpus("folder", corpus_dir, excited_as_happy=True, marker_actor_side="",
+                         seed=0)
+    os.makedirs(os.path.join(cache_dir, cache.CLIPS), exist_ok=True)
+    jobs = [(clip, cache_dir, fps, crop_size) for clip in corpus.clips]
+    with multiprocessing.get_context("spawn").Pool(max(1, min(workers, len(jobs)))) as pool:
+        records = pool.map(_whole_frame_clip, jobs, chunksize=8)
+    settings = {"corpus": "folder", "corpus_dir": os.path.abspath(corpus_dir),
+                "sample_rate": 16000, "fps": fps, "crop_size": crop_size,
+                "excited_as_happy": True, "marker_actor_side": "", "split_seed": 0,
+                "face_detector": "none: whole frames", "fer_features": False}
+    cache.write_index(cache_dir, corpus.classes, settings, records, [], corpus.dropped)
+
+
+def _whole_frame_clip(job: tuple) -> dict:
+    import cv2
+    import numpy as np
+
+    from avfbp_jax.data import cache, media
+
+    clip, cache_dir, fps, size = job
+    audio = media.read_audio(clip.audio, 16000)
+    frames, _ = media.read_video(clip.video, fps)
+    crops = np.stack([cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA) for f in frames])
+    name = cache.write_clip(cache_dir, clip.id, audio, crops, np.ones(len(crops), bool))
+    return {**clip.record(), "file": name, "audio_len": len(audio), "num_frames": len(crops),
+            "num_faces": len(crops)}
 
 
 # ---------------------------------------------------------------------------- host

@@ -140,3 +140,27 @@ def test_junit_outcomes(tmp_path):
                                                "message": "assert 1 == 2"}
     assert got["tests"]["tests.a::t_pass"]["seconds"] == 1.5
     assert ds.junit_outcomes(str(tmp_path / "missing.xml")).keys() == {"junit_error"}
+
+
+@pytest.mark.slow
+def test_whole_frame_cache_matches_prepare_but_the_crops(tmp_path):
+    """The fallback cache (no face detector) has prepare's records, audio and frame counts."""
+    import numpy as np
+
+    from avfbp_jax.data.cache import FeatureCache
+    from tests.train.conftest import tiny_corpus
+
+    corpus, prepared = tiny_corpus(str(tmp_path))
+    whole = str(tmp_path / "whole")
+    ds.write_whole_frame_cache(corpus, whole, fps=10.0, crop_size=64, workers=1)
+    a, b = FeatureCache(prepared), FeatureCache(whole)
+    assert len(a) == len(b) == 16 and a.classes == b.classes
+    keep = ("id", "label", "split", "audio_len", "num_frames", "file")
+    assert [{k: r[k] for k in keep} for r in a.records] == \
+        [{k: r[k] for k in keep} for r in b.records]
+    assert a.settings["fps"] == b.settings["fps"] and b.settings["crop_size"] == 64
+    for i in (0, 15):
+        x, y = a.get(i), b.get(i)
+        np.testing.assert_array_equal(x["audio"], y["audio"])
+        assert y["frames"].shape == x["frames"].shape and y["frames"].dtype == np.uint8
+        assert y["frame_mask"].all() and y["frames"].std() > 10  # a picture, not zeros
