@@ -29,6 +29,9 @@ import numpy as np
 
 VERSION = 1
 INDEX = "index.json"
+# Cached audio is int16 PCM: float x in [-1, 1] is stored as round(x * PCM_SCALE). The loader
+# keeps it int16 (half the host->device bytes of float32); the model scales it back on device.
+PCM_SCALE = 32767.0
 CLIPS = "clips"
 TMP_PREFIX = ".tmp-"
 
@@ -56,7 +59,7 @@ def write_clip(cache_dir: str, clip_id: str, audio: np.ndarray, crops: np.ndarra
                found: np.ndarray, fer: np.ndarray | None = None) -> str:
     """Writes one clip's arrays atomically; audio float in [-1, 1] is stored as int16."""
     name = clip_file(clip_id)
-    arrays = {"audio": np.round(np.clip(audio, -1.0, 1.0) * 32767.0).astype(np.int16),
+    arrays = {"audio": np.round(np.clip(audio, -1.0, 1.0) * PCM_SCALE).astype(np.int16),
               "crops": crops.astype(np.uint8), "found": found.astype(bool)}
     if fer is not None:
         arrays["fer"] = fer.astype(np.float32)
@@ -146,8 +149,8 @@ class FeatureCache:
         return np.maximum(self.audio_len / self.sample_rate, self.num_frames / self.fps)
 
     def get(self, i: int) -> dict[str, np.ndarray]:
-        """Clip i: audio float32 [S] in [-1, 1], frames uint8 [T, S, S] (or float32 [T, D] FER
-        features), frame_mask bool [T]."""
+        """Clip i: audio int16 [S] (PCM, see PCM_SCALE), frames uint8 [T, S, S] (or float32
+        [T, D] FER features), frame_mask bool [T]."""
         if self._memory is not None:
             with self._lock:
                 clip = self._memory.get(i)
@@ -157,7 +160,7 @@ class FeatureCache:
         try:
             with np.load(path) as z:
                 clip = {
-                    "audio": z["audio"].astype(np.float32) / 32767.0,
+                    "audio": z["audio"],
                     "frames": z["crops"] if self.frame_input == "crops" else z["fer"],
                     "frame_mask": z["found"],
                 }

@@ -34,8 +34,8 @@ def test_round_trip(tmp_path):
     fc = FeatureCache(str(tmp_path))
     assert fc.classes == ["sad", "happy"] and fc.records == [record] and fc.settings == settings
     clip = fc.get(0)
-    assert clip["audio"].dtype == np.float32 and clip["audio"].shape == (1234,)
-    np.testing.assert_allclose(clip["audio"], audio, atol=0.5 / 32767 + 1e-7)
+    assert clip["audio"].dtype == np.int16 and clip["audio"].shape == (1234,)
+    np.testing.assert_allclose(clip["audio"] / 32767.0, audio, atol=0.5 / 32767 + 1e-7)
     np.testing.assert_array_equal(clip["frames"], crops)
     np.testing.assert_array_equal(clip["frame_mask"], found)
     assert fc.get(0) is clip  # in memory after first use

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from data_helpers import write_tiny_cache
 
+from avfbp_jax.data import cache
 from avfbp_jax.data.cache import FeatureCache
 from avfbp_jax.data.loader import DEFAULT_BUCKETS, TrainLoader, bucket_shapes, eval_batches
 
@@ -32,8 +33,9 @@ def assert_same(batches_a, batches_b):
 
 
 def clip_of(batch, r):
-    """The cache index a batch row holds, decoded from its audio value (i + 1) / 1000."""
-    return int(round(batch["audio"][r, 0] * 1000)) - 1
+    """The cache index a batch row holds, decoded from its PCM audio value (i + 1) / 1000."""
+    assert batch["audio"].dtype == np.int16  # the host keeps PCM; the model converts on device
+    return int(round(batch["audio"][r, 0] / cache.PCM_SCALE * 1000)) - 1
 
 
 def test_epoch_covers_every_clip_once_in_few_shapes(tiny_cache):
