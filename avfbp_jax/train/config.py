@@ -50,6 +50,10 @@ def train_config() -> ml_collections.ConfigDict:
     # Parallelism.
     c.num_devices = 0  # devices in the "data" mesh axis; 0 = every visible device
     c.distributed = False  # call jax.distributed.initialize() (multi-host); also env AVFBP_DIST=1
+    # Performance.
+    c.peak_tflops = 0.0  # dense peak per device for utilisation; 0 = datasheet table or a GEMM
+    c.profile_steps = ()  # (first, last): jax.profiler trace of these steps into WORKDIR/profile
+    c.compilation_cache_dir = ""  # JAX's persistent compilation cache ("" = off)
     # Testing hooks.
     c.kill_at_step = -1  # SIGKILL this process after finishing this step (resume tests)
     return c
