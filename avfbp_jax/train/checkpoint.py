@@ -105,7 +105,8 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
 RESUMABLE_FIELDS = frozenset({
     "train.num_steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
     "train.keep", "train.async_checkpointing", "train.eval_batch_size", "train.num_devices",
-    "train.distributed", "train.kill_at_step", "train.peak_tflops", "train.profile_steps",
+    "train.distributed", "train.coordinator_address", "train.num_processes", "train.process_id",
+    "train.heartbeat_timeout_s", "train.kill_at_step", "train.peak_tflops", "train.profile_steps",
     "train.compilation_cache_dir",
     "data.prefetch", "data.loader_threads", "data.in_memory", "data.workers",
 })

@@ -112,7 +112,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     trace = perf.StepTrace(tuple(tc.profile_steps), os.path.join(workdir, "profile"))
     if tc.compilation_cache_dir:  # JAX's persistent cache: later runs skip compiling
         jax.config.update("jax_compilation_cache_dir", os.path.abspath(tc.compilation_cache_dir))
-    parallel.maybe_initialize_distributed(tc.distributed)
+    parallel.initialize_distributed(tc)
     lead = jax.process_index() == 0
     ensure_cache(config.data)
     cache = FeatureCache(config.data.cache_dir, in_memory=config.data.in_memory,
