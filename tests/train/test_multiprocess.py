@@ -11,10 +11,12 @@ import time
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
-from avfbp_jax import launch
+from avfbp_jax import export, launch
 from avfbp_jax.train import checkpoint
+from avfbp_jax.train.evaluate import evaluate_checkpoint
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -75,6 +77,14 @@ def test_two_processes_match_one(sgd_run):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
     for split in ("val", "test"):  # evaluation sees the same predictions on every process
         assert metrics_2[split]["confusion"] == metrics_1[split]["confusion"]
+    # The multi-process checkpoint serves evaluate and export like any other.
+    assert evaluate_checkpoint(str(root / "two"), 8, "test")["confusion"] == (
+        metrics_2["test"]["confusion"])
+    export.export_checkpoint(str(root / "two" / "checkpoints" / "8"), str(root / "bundle"))
+    with ocp.StandardCheckpointer() as c:
+        bundled = jax.tree.leaves(c.restore(str(root / "bundle" / "params")))
+    for a, b in zip(final_params(root / "two"), bundled, strict=True):
+        np.testing.assert_array_equal(b, a)
 
 
 @pytest.mark.slow  # training processes
