@@ -102,6 +102,8 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 # Fields a resumed run may change: they steer the loop, the devices or the host-side loader,
 # not what is trained (a longer num_steps continues the run, as in "train 2000 more steps").
+# model.fbp_impl picks the kernel of the same function with the same parameters (a run trained
+# on a GPU with "pallas" may continue on a CPU with "xla"); only the dropout masks differ.
 RESUMABLE_FIELDS = frozenset({
     "train.num_steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
     "train.keep", "train.async_checkpointing", "train.eval_batch_size", "train.num_devices",
@@ -109,6 +111,7 @@ RESUMABLE_FIELDS = frozenset({
     "train.heartbeat_timeout_s", "train.kill_at_step", "train.peak_tflops", "train.profile_steps",
     "train.compilation_cache_dir",
     "data.prefetch", "data.loader_threads", "data.in_memory", "data.workers",
+    "model.fbp_impl",
 })
 
 

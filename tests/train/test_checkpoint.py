@@ -15,6 +15,7 @@ def test_same_settings_and_loop_fields_may_differ(tmp_path):
     config.train.eval_every = 50
     config.train.num_devices = 1
     config.data.loader_threads = 1
+    config.model.fbp_impl = "pallas"  # the same function and parameters, another kernel
     checkpoint.check_same_run(str(tmp_path), config)
 
 
