@@ -17,6 +17,7 @@ COMMANDS = {
     "export": ("avfbp_jax.export", "export a checkpoint as a self-describing inference bundle"),
     "predict": ("avfbp_jax.predict", "per-class probabilities for media files"),
     "faces": ("avfbp_jax.fer_cli", "per-frame facial-expression probabilities (FER port)"),
+    "launch": ("avfbp_jax.launch", "start N local processes of one multi-process run"),
 }
 
 

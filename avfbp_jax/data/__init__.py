@@ -2,7 +2,9 @@
 
 The model's input is one batch dict of numpy (host) or jax (device) arrays:
 
-  audio       float32 [B, S]        16 kHz mono waveform in [-1, 1], zero past audio_len
+  audio       int16   [B, S]        16 kHz mono waveform as PCM (cache.PCM_SCALE), zero past
+              or float32 [B, S]     audio_len; or float32 in [-1, 1] (the model converts on
+                                    device, so the loader sends int16: half the bytes)
   audio_len   int32   [B]           valid samples
   frames      uint8   [B, T, H, W]  grayscale face crops (video.encoder "cnn" or "fer"), or
               float32 [B, T, D]     per-frame features (video.encoder "identity")

@@ -81,7 +81,7 @@ def collate(clips: Sequence[dict], samples: int, frames: int,
     n = len(clips)
     first = clips[0]["frames"]  # uint8 crops [T, S, S] or float32 features [T, D]
     batch = {
-        "audio": np.zeros((n, samples), np.float32),
+        "audio": np.zeros((n, samples), clips[0]["audio"].dtype),  # int16 PCM or float32
         "audio_len": np.zeros(n, np.int32),
         "frames": np.zeros((n, frames, *first.shape[1:]), first.dtype),
         "frame_len": np.zeros(n, np.int32),

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from avfbp_jax.data.cache import PCM_SCALE
 from avfbp_jax.ops.masking import length_mask, masked_mean, zero_invalid
 
 
@@ -24,13 +25,21 @@ def hamming(win_length: int) -> jax.Array:
     return 0.54 - 0.46 * jnp.cos(2.0 * jnp.pi * n / win_length)
 
 
+def waveform(audio: jax.Array) -> jax.Array:
+    """float32 waveform in [-1, 1]: int16 PCM (what the loader sends) is scaled on device."""
+    if jnp.issubdtype(audio.dtype, jnp.integer):
+        return audio.astype(jnp.float32) / PCM_SCALE
+    return audio.astype(jnp.float32)
+
+
 def log_spectrogram(
     audio: jax.Array, audio_len: jax.Array, cfg: ml_collections.ConfigDict
 ) -> tuple[jax.Array, jax.Array]:
     """Log power spectrogram of a padded batch.
 
     Args:
-      audio: float [B, S] waveforms; samples at or past audio_len are ignored.
+      audio: [B, S] waveforms, int16 PCM or float in [-1, 1] (see `waveform`); samples at or
+        past audio_len are ignored.
       audio_len: int [B] valid samples.
       cfg: the `frontend` block of the model config.
 
@@ -43,7 +52,7 @@ def log_spectrogram(
     total = audio.shape[1]
     if total < win:
         raise ValueError(f"audio has {total} samples, fewer than one {win}-sample window")
-    audio = zero_invalid(audio.astype(jnp.float32), audio_len)
+    audio = zero_invalid(waveform(audio), audio_len)
     frames_total = (total - win) // hop + 1
     index = jnp.arange(frames_total)[:, None] * hop + jnp.arange(win)[None, :]
     frames = audio[:, index] * hamming(win)  # [B, F, win]

@@ -49,7 +49,17 @@ def train_config() -> ml_collections.ConfigDict:
     c.init_prefixes = ("audio",)  # top-level param names that init_from copies
     # Parallelism.
     c.num_devices = 0  # devices in the "data" mesh axis; 0 = every visible device
-    c.distributed = False  # call jax.distributed.initialize() (multi-host); also env AVFBP_DIST=1
+    c.distributed = False  # start jax.distributed (multi-process); also env AVFBP_DIST=1
+    # Multi-process settings; unset ("", 0, -1) = env JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES /
+    # JAX_PROCESS_ID (what `avfbp launch` sets), else cluster autodetection (SLURM, TPU, ...).
+    c.coordinator_address = ""  # host:port of process 0
+    c.num_processes = 0
+    c.process_id = -1
+    c.heartbeat_timeout_s = 100  # jax declares a silent process dead after this and stops all
+    # Performance.
+    c.peak_tflops = 0.0  # dense peak per device for utilisation; 0 = datasheet table or a GEMM
+    c.profile_steps = ()  # (first, last): jax.profiler trace of these steps into WORKDIR/profile
+    c.compilation_cache_dir = ""  # JAX's persistent compilation cache ("" = off)
     # Testing hooks.
     c.kill_at_step = -1  # SIGKILL this process after finishing this step (resume tests)
     return c

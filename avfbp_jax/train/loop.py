@@ -18,11 +18,11 @@ from avfbp_jax.data.cache import FeatureCache
 from avfbp_jax.data.corpora import split_indices
 from avfbp_jax.data.loader import TrainLoader, eval_batches
 from avfbp_jax.models.model import AVModel, example_batch, frozen_paths, load_pretrained
-from avfbp_jax.train import checkpoint, metrics, optimizer, parallel, report
+from avfbp_jax.train import checkpoint, metrics, optimizer, parallel, perf, report
 from avfbp_jax.train.config import RunSetupError
 from avfbp_jax.train.data import ensure_cache
 from avfbp_jax.train.state import abstract_train_state, copy_matching_params, create_train_state
-from avfbp_jax.train.step import make_eval_step, make_train_step
+from avfbp_jax.train.step import CompiledStep, make_eval_step, make_train_step
 
 HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
@@ -109,7 +109,10 @@ def _check_finite(step: int, values: dict, checkpointer: checkpoint.Checkpointer
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Trains, checkpoints and evaluates; returns {"val": metrics, "test": metrics, ...}."""
     tc = config.train
-    parallel.maybe_initialize_distributed(tc.distributed)
+    trace = perf.StepTrace(tuple(tc.profile_steps), os.path.join(workdir, "profile"))
+    if tc.compilation_cache_dir:  # JAX's persistent cache: later runs skip compiling
+        jax.config.update("jax_compilation_cache_dir", os.path.abspath(tc.compilation_cache_dir))
+    parallel.initialize_distributed(tc)
     lead = jax.process_index() == 0
     ensure_cache(config.data)
     cache = FeatureCache(config.data.cache_dir, in_memory=config.data.in_memory,
@@ -158,8 +161,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             state = parallel.replicate(
                 state.replace(params=params, opt_state=tx.init(params)), mesh)
     start = int(state.step)
-    train_step = make_train_step(model, tx, schedule, mesh, seed=config.seed,
-                                 label_smoothing=tc.label_smoothing)
+    train_step = CompiledStep(make_train_step(model, tx, schedule, mesh, seed=config.seed,
+                                              label_smoothing=tc.label_smoothing))
+    meter = perf.ThroughputMeter(
+        tc.batch_size, *perf.peak_tflops(mesh.devices.flat[0], config.model.dtype, tc.peak_tflops))
     eval_step = make_eval_step(model, mesh)
     history = _History(workdir, start)
     tb = report.TensorBoard(os.path.join(workdir, "tb"), enabled=lead)
@@ -182,8 +187,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     step = start
     while step < tc.num_steps:
         batch = parallel.shard_batch(next(loader), mesh)
+        trace.before(step + 1)
         state, step_metrics = train_step(state, batch)
         step += 1
+        trace.after(step, state)
+        meter.add(train_step.last_flops)
+        meter.exclude(train_step.last_compile_s)
         pending.append(step_metrics)
         is_last = step == tc.num_steps
         do_eval = is_last or (tc.eval_every and step % tc.eval_every == 0)
@@ -193,11 +202,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             means["finite"] = min(float(m["finite"]) for m in pending)
             pending = []
             _check_finite(step, means, checkpointer)
+            rates = meter.window()
             train_values = {f"train/{k}": v for k, v in means.items() if k != "finite"}
+            train_values.update({f"perf/{k}": v for k, v in rates.items()})
             tb.scalars(step, train_values)
             history.add(step, train_values)
             if bar:
-                bar.update(step, f"loss {means['loss']:.3f} acc {means['accuracy']:.2f}")
+                speed = (f" {rates['samples_per_s']:.1f} samples/s "
+                         f"{rates['tflops_per_device']:.3g} TFLOP/s/device "
+                         f"{100 * rates['utilization']:.1f}% MFU") if rates else ""
+                bar.update(step, f"loss {means['loss']:.3f} acc {means['accuracy']:.2f}{speed}")
         if do_eval:
             if bar:
                 bar.close()
@@ -208,6 +222,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             checkpointer.save(step, state, loader.get_state(), metrics=values)
         elif do_save:
             checkpointer.save(step, state, loader.get_state())
+        if do_save:
+            meter.restart()  # evaluation and saving are not training time
         if lead and (do_save or step % tc.log_every == 0):
             history.write()
         if step == tc.kill_at_step:
@@ -215,6 +231,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if bar:
         bar.close()
     train_time = time.perf_counter() - t0
+    throughput = meter.summary(train_step.compile_s)
     loader.close()
     checkpointer.wait()
     best = checkpointer.best_step()
@@ -228,7 +245,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     if lead:
         summary = {
             "step": int(state.step), "best_step": best, "train_time_s": train_time,
-            "fusion": config.model.fusion, "num_devices": mesh.size, **results,
+            "fusion": config.model.fusion, "num_devices": mesh.size, "throughput": throughput,
+            **results,
         }
         report.write_json(os.path.join(workdir, METRICS_FILE), summary)
         history.write()
@@ -238,6 +256,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                   results[last]["confusion"], cache.classes,
                                   f"{config.model.fusion}, {last} (step {int(state.step)})")
         report.plot_curves(os.path.join(workdir, "curves.png"), history.data)
+        print(perf.describe(throughput), flush=True)
         print(report.summary(
             results, cache.classes,
             f"{config.model.fusion}: {int(state.step)} steps, {train_time:.0f} s training, "

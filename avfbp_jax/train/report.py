@@ -109,18 +109,22 @@ def plot_confusion(path: str, confusion: Sequence[Sequence[int]], classes: Seque
 
 
 def plot_curves(path: str, history: dict[str, list[tuple[int, float]]]) -> None:
-    """Training curves as a PNG: losses, accuracies, and gradient norm / learning rate (log)."""
+    """Training curves as a PNG: losses, accuracies, gradient norm / learning rate (log), and
+    samples/s."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    panels = (("loss", "linear"), ("accuracy", "linear"), ("grad norm, learning rate", "log"))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4))
+    panels = (("loss", "linear"), ("accuracy", "linear"), ("grad norm, learning rate", "log"),
+              ("samples/s", "linear"))
     for name, points in sorted(history.items()):
-        if not points:
+        if not points or (name.startswith("perf/") and name != "perf/samples_per_s"):
             continue
-        if name.endswith("loss"):
+        if name == "perf/samples_per_s":
+            axis = axes[3]
+        elif name.endswith("loss"):
             axis = axes[0]
         elif name.endswith(("grad_norm", "learning_rate")):
             axis = axes[2]

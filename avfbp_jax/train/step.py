@@ -5,6 +5,7 @@ and XLA inserts the gradient all-reduce. The loss is a weighted mean over the gl
 sharded run computes the same numbers as one device with the same global batch.
 """
 
+import time
 from collections.abc import Callable
 
 import flax
@@ -14,6 +15,7 @@ import optax
 from jax.sharding import Mesh
 
 from avfbp_jax.train.parallel import data_sharded, replicated
+from avfbp_jax.train.perf import compiled_flops
 from avfbp_jax.train.state import TrainState
 
 # aux entries the eval step returns per example (when the fusion produces them).
@@ -85,6 +87,32 @@ def make_train_step(
         out_shardings=(replicated(mesh), replicated(mesh)),
         donate_argnums=(0,),
     )
+
+
+class CompiledStep:
+    """A jitted step compiled ahead of time, once per batch shape, and then called directly.
+
+    It runs the executable jit would run, and records what throughput reporting needs: the
+    seconds spent compiling (`compile_s`, all shapes so far; `last_compile_s`, the last call)
+    and XLA's FLOP count per device of the executable that ran last (`last_flops`).
+    """
+
+    def __init__(self, jitted: Callable):
+        self._jitted = jitted
+        self._executables: dict[tuple, tuple[Callable, float]] = {}
+        self.compile_s = self.last_compile_s = self.last_flops = 0.0
+
+    def __call__(self, state: TrainState, batch: dict):
+        key = tuple((k, v.shape, v.dtype) for k, v in sorted(batch.items()))
+        self.last_compile_s = 0.0
+        if key not in self._executables:
+            start = time.perf_counter()
+            executable = self._jitted.lower(state, batch).compile()
+            self.last_compile_s = time.perf_counter() - start
+            self.compile_s += self.last_compile_s
+            self._executables[key] = (executable, compiled_flops(executable))
+        executable, self.last_flops = self._executables[key]
+        return executable(state, batch)
 
 
 def make_eval_step(model: flax.linen.Module, mesh: Mesh) -> Callable[[dict, dict], dict]:

@@ -2,12 +2,12 @@
 
 import itertools
 import math
-import os
 
 import numpy as np
 import pytest
 from data_helpers import write_tiny_cache
 
+from avfbp_jax.data import cache
 from avfbp_jax.data.cache import FeatureCache
 from avfbp_jax.data.loader import DEFAULT_BUCKETS, TrainLoader, bucket_shapes, eval_batches
 
@@ -32,8 +32,9 @@ def assert_same(batches_a, batches_b):
 
 
 def clip_of(batch, r):
-    """The cache index a batch row holds, decoded from its audio value (i + 1) / 1000."""
-    return int(round(batch["audio"][r, 0] * 1000)) - 1
+    """The cache index a batch row holds, decoded from its PCM audio value (i + 1) / 1000."""
+    assert batch["audio"].dtype == np.int16  # the host keeps PCM; the model converts on device
+    return int(round(batch["audio"][r, 0] / cache.PCM_SCALE * 1000)) - 1
 
 
 def test_epoch_covers_every_clip_once_in_few_shapes(tiny_cache):
@@ -151,11 +152,14 @@ def test_eval_batches_index_and_weights(tiny_cache):
     assert_same(batches, list(eval_batches(fc, range(10, 40), 8, with_index=True)))
 
 
-def test_a_broken_clip_file_surfaces_in_the_consumer(tiny_cache):
+def test_a_failing_read_surfaces_in_the_consumer(tiny_cache, monkeypatch):
     fc = FeatureCache(tiny_cache)
-    with open(os.path.join(tiny_cache, fc.records[7]["file"]), "r+b") as f:
-        f.truncate(50)
+
+    def broken(i):
+        raise ValueError(f"clip {i}: cannot be read")
+
+    monkeypatch.setattr(fc, "get", broken)  # an error raised in an assembling thread
     loader = TrainLoader(fc, [7], 1, seed=0)
-    with pytest.raises(ValueError, match="clip007.npz: unreadable cached clip"):
+    with pytest.raises(ValueError, match="clip 7: cannot be read"):
         next(loader)
     assert loader.get_state()["step"] == 0  # the failed batch was not handed out

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from avfbp_jax.models.config import model_config
-from avfbp_jax.models.frontend import log_spectrogram, num_frames
+from avfbp_jax.models.frontend import log_spectrogram, num_frames, waveform
 
 
 def _reference(wave, cfg):
@@ -59,3 +59,19 @@ def test_short_audio():
     assert int(spec_len[0]) == 0 and np.all(np.asarray(spec) == 0)
     with pytest.raises(ValueError, match="fewer than one 640-sample window"):
         log_spectrogram(np.ones((1, 600), np.float32), np.array([600]), cfg)
+
+
+def test_int16_pcm_is_scaled_on_device():
+    """The loader sends int16 PCM; on device it becomes x / 32767 (to within one float32 ulp:
+    XLA divides by multiplying with the reciprocal), and the spectrogram follows."""
+    pcm = np.arange(-32768, 32768, dtype=np.int16)
+    np.testing.assert_allclose(jax.jit(waveform)(pcm), pcm.astype(np.float64) / 32767,
+                               rtol=1.2e-7, atol=0)
+    cfg = model_config().frontend
+    audio = np.random.default_rng(2).integers(-3000, 3000, (2, 3200)).astype(np.int16)
+    lengths = np.array([3200, 2500])
+    spec_pcm, len_pcm = log_spectrogram(audio, lengths, cfg)
+    spec_float, len_float = log_spectrogram(audio.astype(np.float32) / 32767, lengths, cfg)
+    np.testing.assert_array_equal(len_pcm, len_float)
+    np.testing.assert_allclose(spec_pcm, spec_float, atol=1e-4)
+    assert waveform(np.zeros(3, np.float32)).dtype == np.float32

@@ -114,6 +114,6 @@ def runner(tmp_path_factory, tiny_cache):
 def uninterrupted(runner):
     root, run = runner
     workdir = root / "uninterrupted"
-    proc = run(workdir)
+    proc = run(workdir, "train.profile_steps=2,3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     return workdir

@@ -1,5 +1,6 @@
 """Whole-run behaviour: outputs in the workdir, evaluate, non-finite stop, init_from + frozen."""
 
+import glob
 import json
 import os
 
@@ -27,6 +28,15 @@ def test_workdir_outputs(uninterrupted):
         history = json.load(f)
     assert [s for s, _ in history["train/loss"]] == [1, 2, 3, 4, 5, 6]
     assert [s for s, _ in history["val/ua"]] == [3, 6]
+    # Throughput: windows without compilation are measured (step 1 compiles; steps 4 and 6
+    # follow evaluations or saves, which restart the window).
+    assert all(v > 0 for _, v in history["perf/samples_per_s"])
+    t = m["throughput"]
+    assert t["measured_steps"] >= 3 and t["global_batch"] == 8 and t["compile_s"] > 0
+    assert t["samples_per_s"] == pytest.approx(8 * t["steps_per_s"])
+    assert t["step_tflop"] > 0 and 0 < t["utilization"] < 1
+    assert t["peak_source"] == "measured float32 GEMM on cpu"
+    assert glob.glob(str(uninterrupted / "profile" / "**" / "*.xplane.pb"), recursive=True)
     # Keep-latest-2 plus keep-best: steps 4 and 6, and 3 if it had the better val UA.
     steps = sorted(int(s) for s in os.listdir(uninterrupted / "checkpoints") if s.isdigit())
     best = 3 if history["val/ua"][0][1] > history["val/ua"][1][1] else 6
@@ -74,9 +84,12 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(runner):
 def test_init_from_copies_and_freezes_the_audio_stream(runner, uninterrupted):
     root, run = runner
     workdir = root / "init_from"
+    compile_cache = root / "compile_cache"  # train.compilation_cache_dir, not the runner's env
     proc = run(workdir, f"train.init_from={uninterrupted}", "train.frozen=audio",
-               "train.num_steps=2", "train.eval_every=2")
+               "train.num_steps=2", "train.eval_every=2",
+               f"train.compilation_cache_dir={compile_cache}")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert os.listdir(compile_cache)  # the step and eval executables were cached there
     source, _ = checkpoint.load_for_inference(str(uninterrupted))
     params, config = checkpoint.load_for_inference(str(workdir))
     assert tuple(config.train.frozen) == ("audio",)
