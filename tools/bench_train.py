@@ -44,7 +44,7 @@ from avfbp_jax.data.config import data_config
 from avfbp_jax.data.loader import TrainLoader, bucket_shapes
 from avfbp_jax.models.config import FUSION_TYPES, model_config
 from avfbp_jax.models.model import AVModel, example_batch
-from avfbp_jax.train import optimizer, parallel
+from avfbp_jax.train import optimizer, parallel, perf
 from avfbp_jax.train.config import train_config
 from avfbp_jax.train.state import create_train_state
 from avfbp_jax.train.step import make_train_step
@@ -60,12 +60,6 @@ def make_model_config(fusion: str, dtype: str, width: float):
     cfg.audio.width = cfg.audio.width * width
     cfg.video.cnn_channels = tuple(max(4, round(c * width)) for c in cfg.video.cnn_channels)
     return cfg
-
-
-def flops(cost: Any) -> float:
-    """The "flops" entry of an XLA cost analysis (a dict, or a list of dicts in older jax)."""
-    cost = cost[0] if isinstance(cost, list | tuple) else cost
-    return float((cost or {}).get("flops", math.nan))
 
 
 def device_bytes(mem: Any) -> int | None:
@@ -109,8 +103,8 @@ class StepCase:
         self.compiled = lowered.compile()
         self.compile_s = time.perf_counter() - start
         # The compiled program is one device's share; the lowered one is the global program.
-        self.flops_per_sample = flops(self.compiled.cost_analysis()) * mesh.size / batch_size
-        self.lowered_flops_per_sample = flops(lowered.cost_analysis()) / batch_size
+        self.flops_per_sample = perf.compiled_flops(self.compiled) * mesh.size / batch_size
+        self.lowered_flops_per_sample = perf.compiled_flops(lowered) / batch_size
         self.device_bytes = device_bytes(self.compiled.memory_analysis())
 
     def __call__(self):

@@ -204,8 +204,17 @@ def _gpu_devices() -> list:
         return []
 
 
+def _has_cpu_backend() -> bool:
+    try:
+        return bool(jax.devices("cpu"))
+    except RuntimeError:  # JAX_PLATFORMS=cuda
+        return False
+
+
 requires_gpu = pytest.mark.skipif(
     not _gpu_devices(), reason="no GPU visible to jax (run with JAX_PLATFORMS= to see it)")
+requires_cpu_too = pytest.mark.skipif(
+    not _has_cpu_backend(), reason="the CPU reference needs the CPU backend (JAX_PLATFORMS=)")
 
 
 def _sgd_config() -> ml_collections.ConfigDict:
@@ -252,6 +261,7 @@ def _rel(a, b) -> float:
 
 @pytest.mark.gpu
 @requires_gpu
+@requires_cpu_too
 def test_gpu_step_equals_cpu_step():
     """One jitted, sharded step on the GPU(s) against the same step on one CPU device, from the
     same initial state (made on the CPU) and batch (ragged lengths, masked frames, a padding
