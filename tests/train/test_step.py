@@ -226,15 +226,17 @@ def _sgd_config() -> ml_collections.ConfigDict:
     return tcfg
 
 
-def _gpu_test_model(dtype: str) -> ml_collections.ConfigDict:
-    cfg = tiny_model_config("amfbp")  # FBP dropout 0.1 on: the masks must match too
-    cfg.fbp_k, cfg.fbp_o, cfg.dtype = 5, 64, dtype
+def _gpu_test_model(dtype: str, fbp_impl: str = "xla", dropout: float = 0.1
+                    ) -> ml_collections.ConfigDict:
+    cfg = tiny_model_config("amfbp")
+    cfg.fbp_k, cfg.fbp_o, cfg.dtype, cfg.fbp_impl, cfg.fbp_dropout = 5, 64, dtype, fbp_impl, dropout
     return cfg
 
 
-def _step_on(devices, dtype, host_state, batch, precision=None):
-    """One train step on a mesh over `devices` from a host copy of the state: (grads, metrics)."""
-    cfg, tcfg = _gpu_test_model(dtype), _sgd_config()
+def _step_on(devices, host_state, batch, cfg, precision=None):
+    """One train step of model `cfg` on a mesh over `devices` from a host copy of the state:
+    (grads, metrics)."""
+    tcfg = _sgd_config()
     mesh = Mesh(np.asarray(devices), (parallel.DATA_AXIS,))
     schedule = optimizer.make_schedule(tcfg)
     tx = optimizer.make_optimizer(tcfg, schedule)
@@ -262,10 +264,12 @@ def _rel(a, b) -> float:
 @pytest.mark.gpu
 @requires_gpu
 @requires_cpu_too
-def test_gpu_step_equals_cpu_step():
-    """One jitted, sharded step on the GPU(s) against the same step on one CPU device, from the
-    same initial state (made on the CPU) and batch (ragged lengths, masked frames, a padding
-    row, dropout on).
+@pytest.mark.parametrize("fbp_impl", ["xla", "pallas"])
+def test_gpu_step_equals_cpu_step(fbp_impl):
+    """One jitted, sharded step on the GPU(s) against the same step on one CPU device (XLA FBP),
+    from the same initial state (made on the CPU) and batch (ragged lengths, masked frames, a
+    padding row; FBP dropout on with the XLA kernel). With fbp_impl "pallas" the GPU step runs
+    the fused Triton kernel.
 
     Tolerances: f32 at matmul precision "highest" (no TF32) must match to reduction-order noise:
     loss to 1e-5 relative, gradients to 3e-3 (||g_gpu - g_cpu|| / ||g_cpu||; on this batch the
@@ -276,22 +280,27 @@ def test_gpu_step_equals_cpu_step():
     distance plus 0.02.
     """
     gpus, cpu = _gpu_devices(), jax.devices("cpu")[:1]
-    cfg = _gpu_test_model("float32")
-    batch = _batches(cfg, 1, batch_size=8 * len(gpus))[0]
+    # XLA's FBP with dropout 0.1 (its masks must match across devices too); the Pallas kernel's
+    # hash mask differs from jax.random's, so it is compared without dropout.
+    dropout = 0.1 if fbp_impl == "xla" else 0.0
+    ref = {d: _gpu_test_model(d, "xla", dropout) for d in ("float32", "bfloat16")}
+    test = {d: _gpu_test_model(d, fbp_impl, dropout) for d in ("float32", "bfloat16")}
+    batch = _batches(ref["float32"], 1, batch_size=8 * len(gpus))[0]
     tx = optimizer.make_optimizer(_sgd_config())
     host_state = jax.device_get(create_train_state(
-        AVModel(config=cfg), tx, batch, seed=0, mesh=Mesh(np.asarray(cpu), (parallel.DATA_AXIS,))))
+        AVModel(config=ref["float32"]), tx, batch, seed=0,
+        mesh=Mesh(np.asarray(cpu), (parallel.DATA_AXIS,))))
 
-    ref_g, ref_m = _step_on(cpu, "float32", host_state, batch, "highest")
-    gpu_g, gpu_m = _step_on(gpus, "float32", host_state, batch, "highest")
+    ref_g, ref_m = _step_on(cpu, host_state, batch, ref["float32"], "highest")
+    gpu_g, gpu_m = _step_on(gpus, host_state, batch, test["float32"], "highest")
     for m in (ref_m, gpu_m):
         assert m["finite"] == 1.0 and np.isfinite(m["grad_norm"]) and m["grad_norm"] > 0
     np.testing.assert_allclose(gpu_m["loss"], ref_m["loss"], rtol=1e-5)
     err32 = _rel(gpu_g, ref_g)
     assert err32 < 3e-3, err32
 
-    cpu16_g, cpu16_m = _step_on(cpu, "bfloat16", host_state, batch)
-    gpu16_g, gpu16_m = _step_on(gpus, "bfloat16", host_state, batch)
+    cpu16_g, cpu16_m = _step_on(cpu, host_state, batch, ref["bfloat16"])
+    gpu16_g, gpu16_m = _step_on(gpus, host_state, batch, test["bfloat16"])
     assert gpu16_m["finite"] == 1.0 and np.isfinite(gpu16_m["grad_norm"])
     np.testing.assert_allclose(gpu16_m["loss"], cpu16_m["loss"], rtol=1e-2)
     err16, cpu_err16 = _rel(gpu16_g, ref_g), _rel(cpu16_g, ref_g)
