@@ -52,11 +52,12 @@ from avfbp_jax.train.step import make_train_step
 MODEL_DTYPES = {"f32": "float32", "bf16": "bfloat16"}
 
 
-def make_model_config(fusion: str, dtype: str, width: float):
-    """model_config() with the fusion, compute dtype and width multiplier applied."""
+def make_model_config(fusion: str, dtype: str, width: float, fbp_impl: str = "xla"):
+    """model_config() with the fusion, compute dtype, width multiplier and FBP kernel applied."""
     cfg = model_config()
     cfg.fusion = fusion
     cfg.dtype = MODEL_DTYPES[dtype]
+    cfg.fbp_impl = fbp_impl
     cfg.audio.width = cfg.audio.width * width
     cfg.video.cnn_channels = tuple(max(4, round(c * width)) for c in cfg.video.cnn_channels)
     return cfg
@@ -104,7 +105,9 @@ class StepCase:
         self.compile_s = time.perf_counter() - start
         # The compiled program is one device's share; the lowered one is the global program.
         self.flops_per_sample = perf.compiled_flops(self.compiled) * mesh.size / batch_size
-        self.lowered_flops_per_sample = perf.compiled_flops(lowered) / batch_size
+        # None where jax has no cost analysis of the lowered program (PJRT plugins: the GPU).
+        self.lowered_flops_per_sample = (perf.compiled_flops(lowered) / batch_size
+                                         if lowered.cost_analysis() else None)
         self.device_bytes = device_bytes(self.compiled.memory_analysis())
 
     def __call__(self):

@@ -70,6 +70,7 @@ class Plan:
     dtypes: tuple[str, ...]
     step_batch: int  # every fusion x dtype at this batch
     sweep_batches: tuple[int, ...]  # amfbp: the batch sweep before the largest batch
+    pallas_batches: tuple[int, ...]  # amfbp with model.fbp_impl "pallas", each dtype
     max_fusions: tuple[str, ...]  # fusions whose largest batch is searched
     max_batch_cap: int
     batch_multiple: int  # the largest batch is a multiple of this
@@ -99,7 +100,8 @@ class Plan:
             fbp_torch_compile=True, width=1.0, seconds=4.0, frames=40, gemm_size=8192,
             fusions=("amfbp", "audio", "video", "concat", "late", "gfbp", "agfbp"),
             dtypes=("bf16", "f32"),
-            step_batch=256, sweep_batches=(64, 256, 1024), max_fusions=("amfbp", "gfbp"),
+            step_batch=256, sweep_batches=(64, 256, 1024), pallas_batches=(1024,),
+            max_fusions=("amfbp", "gfbp"),
             max_batch_cap=65536, batch_multiple=64, memory_limit_gb=None, step_rounds=3,
             # 366 clips per class: 256 train each (70/15/15 split), so 1024 train clips fill
             # exactly one batch of 1024 with no padding row.
@@ -119,7 +121,7 @@ class Plan:
             fbp_target_ms=5.0,
             fbp_torch_compile=False, width=0.03, seconds=1.0, frames=10, gemm_size=256,
             fusions=("amfbp",), dtypes=("bf16",),
-            step_batch=8, sweep_batches=(8, 16), max_fusions=("amfbp",),
+            step_batch=8, sweep_batches=(8, 16), pallas_batches=(), max_fusions=("amfbp",),
             max_batch_cap=16, batch_multiple=8, memory_limit_gb=0.5, step_rounds=2,
             clips=16, clip_seconds=(0.8, 1.0), workers=2,
             loader_batches=(8,), loader_threads=2, loader_seconds=0.5,
@@ -425,8 +427,9 @@ def section_train(plan: Plan, part: Part, *, work: str, commit: str) -> None:
     1.5x the slowest case so far, compile and timing):
       1. amfbp, first dtype (bf16): the batch sweep, then the largest batch;
       2. the other fusions, same dtype, at `step_batch`;
-      3. 1 and 2 for the next dtype (f32);
-      4. the largest batch of the other `max_fusions`, each dtype.
+      3. amfbp with the Pallas FBP (model.fbp_impl) at `pallas_batches`, same dtype;
+      4. 1 to 3 for the next dtype (f32);
+      5. the largest batch of the other `max_fusions`, each dtype.
     The largest batch is found, not guessed: each case is compiled ahead of time and XLA's
     buffer assignment (compiled.memory_analysis(): arguments + outputs - donated + temporaries)
     gives its device bytes before it runs; a straight line through the two largest batches that
@@ -462,6 +465,8 @@ def section_train(plan: Plan, part: Part, *, work: str, commit: str) -> None:
         runner.largest("amfbp", dtype)
         for f in plan.fusions:
             runner.case(f, dtype, plan.step_batch)
+        for b in plan.pallas_batches:
+            runner.case("amfbp", dtype, b, fbp_impl="pallas")
     for dtype in plan.dtypes:
         for f in plan.max_fusions:
             if f != "amfbp":
@@ -485,31 +490,35 @@ class _StepRunner:
         self.part.save()
         return False
 
-    def case(self, fusion: str, dtype: str, batch: int, purpose: str = "") -> dict | None:
+    def case(self, fusion: str, dtype: str, batch: int, purpose: str = "",
+             fbp_impl: str = "xla") -> dict | None:
         """One case: compile, predict bytes, run if it fits; returns its row (None if skipped)."""
         import bench_common as bc
         import bench_train as bt
         import jax
 
-        what = f"{fusion} {dtype} batch {batch}"
-        if any(r["fusion"] == fusion and r["dtype"] == dtype and r["batch"] == batch
-               for r in self.part["rows"]):
-            return next(r for r in self.part["rows"] if (r["fusion"], r["dtype"], r["batch"])
-                        == (fusion, dtype, batch))
+        what = f"{fusion} {dtype} batch {batch}" + (f" fbp_impl {fbp_impl}"
+                                                     if fbp_impl != "xla" else "")
+        key = (fusion, dtype, batch, fbp_impl)
+        done = [r for r in self.part["rows"]
+                if (r["fusion"], r["dtype"], r["batch"], r["fbp_impl"]) == key]
+        if done:
+            return done[0]
         if not self._affordable(what):
             return None
         start = time.time()
         row: dict[str, Any] = {"fusion": fusion, "dtype": dtype, "batch": batch,
-                               "purpose": purpose}
+                               "fbp_impl": fbp_impl, "purpose": purpose}
         case = None
         try:
-            cfg = bt.make_model_config(fusion, dtype, self.plan.width)
+            cfg = bt.make_model_config(fusion, dtype, self.plan.width, fbp_impl)
             case = bt.StepCase(cfg, self.mesh, batch, self.plan.seconds, self.plan.frames,
                                state=self.initial.get((fusion, dtype)))
-            self.initial[(fusion, dtype)] = case.initial
+            self.initial[(fusion, dtype)] = case.initial  # the same parameters for both FBPs
             row.update(compile_s=case.compile_s, device_bytes=case.device_bytes,
                        gflop_per_sample=case.flops_per_sample / 1e9,
-                       lowered_gflop_per_sample=case.lowered_flops_per_sample / 1e9)
+                       lowered_gflop_per_sample=(case.lowered_flops_per_sample or 0) / 1e9
+                       or None)
             if self.limit and case.device_bytes and case.device_bytes > self.limit:
                 row["fits"] = False
                 row["why"] = (f"memory_analysis {case.device_bytes / GIB:.1f} GiB > limit "
@@ -542,17 +551,18 @@ class _StepRunner:
     def largest(self, fusion: str, dtype: str) -> None:
         """The largest batch of (fusion, dtype) that compiles and runs (see section_train)."""
         plan = self.plan
-        rows = [r for r in self.part["rows"] if r["fusion"] == fusion and r["dtype"] == dtype
-                and r.get("device_bytes")]
-        fit = sorted((r for r in rows if r.get("fits")), key=lambda r: r["batch"])
+        def fitting() -> list[dict]:
+            return sorted((r for r in self.part["rows"]
+                           if (r["fusion"], r["dtype"], r["fbp_impl"]) == (fusion, dtype, "xla")
+                           and r.get("device_bytes") and r.get("fits")), key=lambda r: r["batch"])
+
+        fit = fitting()
         if len(fit) < 2:
             extra = [b for b in (plan.step_batch, 4 * plan.step_batch)
                      if b not in {r["batch"] for r in fit}]
             for b in extra[: 2 - len(fit)]:
                 self.case(fusion, dtype, b, "fit")
-            rows = [r for r in self.part["rows"] if r["fusion"] == fusion
-                    and r["dtype"] == dtype and r.get("device_bytes")]
-            fit = sorted((r for r in rows if r.get("fits")), key=lambda r: r["batch"])
+            fit = fitting()
         key = f"{fusion} {dtype}"
         if len(fit) < 2 or not self.limit:
             self.part["max_batch"][key] = {"found": None, "why": "fewer than two fitting cases"
@@ -762,7 +772,8 @@ def section_e2e(plan: Plan, part: Part, *, work: str, commit: str) -> None:
 def summarize(result: dict[str, Any]) -> dict[str, Any]:
     """Cross-section numbers: the loader and the e2e run against the pure amfbp bf16 step."""
     s = result["sections"]
-    rows = [r for r in s.get("train", {}).get("rows", []) if r.get("fits")]
+    rows = [r for r in s.get("train", {}).get("rows", [])
+            if r.get("fits") and r["fbp_impl"] == "xla"]
     step = {(r["fusion"], r["dtype"], r["batch"]): r["samples_per_s"] for r in rows}
     amfbp16 = {b: v for (f, d, b), v in step.items() if (f, d) == ("amfbp", "bf16")}
     out: dict[str, Any] = {}
@@ -843,7 +854,8 @@ def markdown(result: dict[str, Any]) -> str:
         rows = [dict(r, device_gib=(r.get("device_bytes") or 0) / GIB or None,
                      peak_gib=(r.get("running_peak_bytes") or 0) / GIB or None)
                 for r in tr["rows"]]
-        lines += _table(rows, [("fusion", "fusion", ""), ("dtype", "dtype", ""),
+        lines += _table(rows, [("fusion", "fusion", ""), ("fbp_impl", "FBP", ""),
+                               ("dtype", "dtype", ""),
                                ("batch", "batch", "d"), ("compile_s", "compile s", ".1f"),
                                ("ms", "ms/step", ".1f"), ("samples_per_s", "samples/s", ",.0f"),
                                ("gflop_per_sample", "GFLOP/sample", ".2f"),

@@ -84,7 +84,7 @@ def test_dry_run_produces_every_section(tmp_path):
     assert _positive(summary["e2e_vs_step"]["e2e_over_step"])
 
     md = (out / "suite.md").read_text()
-    assert "commit abc1234" in md and "| amfbp | bf16 | 16 |" in md
+    assert "commit abc1234" in md and "| amfbp | xla | bf16 | 16 |" in md
     assert proc.stdout.rstrip().endswith(md.rstrip().splitlines()[-1])  # tables printed last
 
 
@@ -100,9 +100,9 @@ class _FakeRunner(ds._StepRunner):
         super().__init__(plan, part, mesh=None, limit=10_000, peaks={})
         self.tried = []
 
-    def case(self, fusion, dtype, batch, purpose=""):
+    def case(self, fusion, dtype, batch, purpose="", fbp_impl="xla"):
         self.tried.append(batch)
-        row = {"fusion": fusion, "dtype": dtype, "batch": batch,
+        row = {"fusion": fusion, "dtype": dtype, "batch": batch, "fbp_impl": fbp_impl,
                "device_bytes": 1000 + 100 * batch}
         row["fits"] = row["device_bytes"] <= 10_000 and batch <= 80
         if row["fits"]:
