@@ -1,9 +1,14 @@
 """The device suite: the whole accelerator table in one command (design brief §9, issue 12).
 
-Run it on the GPU machine with ONE call of the device tool (carry the wheels that
-tools/device_wheels.sh downloads here first; replace COMMIT by `git rev-parse --short HEAD`):
+Run it on the GPU machine with ONE call of the device tool. First, here, in the root of the
+checkout that the tool sends (the session's own), download the wheels the GPU image lacks
+(37 MB into the git-ignored .whl/; they travel with `carry`):
 
-    run(command="PYTHONUNBUFFERED=1 timeout 560 python3 tools/device_suite.py --commit COMMIT",
+    tools/device_wheels.sh
+
+then call the tool's `run` once, COMMIT replaced by the output of `git rev-parse --short HEAD`:
+
+    run(command="PYTHONUNBUFFERED=1 timeout 570 python3 tools/device_suite.py --commit COMMIT",
         carry=[".whl"], timeout_s=600)
 
 It writes suite.json (everything), suite.md (the README-ready tables with device, date and
@@ -16,18 +21,21 @@ Sections run one after another and each must end by the sum of its own and the e
 sections' budgets (time an earlier section left goes to the next one; only "train" has more
 cases to spend it on); a section still running 20 s past that is killed, its finished cases kept.
   setup   20 s  installs the wheels (~10 s), one jax start, nvidia-smi
-  pytest  75 s  the gpu tests: each compiles small programs on the GPU and the CPU
-  fbp     90 s  2 dtypes x 2 modes x batches 8192 and 65536, every variant; torch.compile
-                compiles each shape and mode (8 compiles, about 5-10 s each), the kernels
-                themselves take milliseconds
-  train  150 s  compiling the paper-sized step is the cost (7 s on a 2-core CPU at batch 8;
+  pytest  75 s  the gpu tests (train step, Pallas FBP): each compiles small programs on the GPU
+                and the CPU
+  fbp    110 s  batches 65536 and 8192 x bf16 and f32 x fwd and fwd+bwd x every variant, one
+                run_benchmark call per batch and dtype (each saved when done); torch.compile
+                compiles each shape and mode (8 compiles, about 5-10 s each; the first in a
+                process more), the kernels themselves take milliseconds
+  train  130 s  compiling the paper-sized step is the cost (7 s on a 2-core CPU at batch 8;
                 more with GPU autotuning), so not every fusion x dtype x batch: amfbp gets the
                 sweep 64/256/1024 and the largest batch per dtype, the other six fusions batch
-                256, gfbp the largest batch if time is left; cases run most important first and
-                the rest are listed as skipped
-  corpus 170 s  in the background of pytest, fbp and train: 1464 clips of 3.6-4 s synthesised
-                and prepared with 14 processes (here: 5 clips/s per core for synthesis, 2.5 for
-                prepare)
+                256, amfbp with the Pallas FBP batch 1024, gfbp the largest batch if time is
+                left; most important first, the rest listed as skipped; time that pytest and fbp
+                leave goes here
+  corpus 170 s  in the background of pytest, fbp and train, on 8 processes (half the cores, so
+                the timed sections keep theirs): 1464 clips of 3.6-4 s synthesised (~5 clips/s
+                per core here) and prepared (~2.5 clips/s per core)
   host    25 s  loader at batch 256 and 1024 with 16 threads, bytes per sample, host->device
   e2e    120 s  large_batch.py, 300 steps of 1024 in bf16 + one evaluation (two compiles)
 """
