@@ -777,14 +777,8 @@ def section_e2e(plan: Plan, part: Part, *, work: str, commit: str) -> None:
     part["val_wa"] = results.get("val", {}).get("wa")
     part["test_wa"] = results.get("test", {}).get("wa")
     part["train_time_s"] = metrics.get("train_time_s")
-    if "throughput" in metrics:
-        part["throughput"] = metrics["throughput"]
-        part["samples_per_s"] = metrics["throughput"]["samples_per_s"]
-        part["samples_per_s_from"] = "metrics.json throughput"
-    else:
-        part["samples_per_s"] = n * plan.e2e_batch / metrics["train_time_s"]
-        part["samples_per_s_from"] = ("steps x batch / train_time_s (no throughput key in "
-                                      "metrics.json: includes compilation and evaluation)")
+    part["throughput"] = metrics["throughput"]  # compilation and evaluation excluded
+    part["samples_per_s"] = metrics["throughput"]["samples_per_s"]
 
 
 # ============================================================================ summary
@@ -867,7 +861,8 @@ def markdown(result: dict[str, Any]) -> str:
     if tr.get("rows"):
         peaks = tr.get("gemm_peak_tflops", {})
         lines += [f"Train step, width {tr['width']}, {tr['seconds']:g} s audio + {tr['frames']} "
-                  f"frames per sample, one device; GEMM peak ({tr.get('gemm_size')}^3, same run) "
+                  f"frames ({tr['frames'] / tr['seconds']:g} fps) per sample, one device; GEMM "
+                  f"peak ({tr.get('gemm_size')}^3, same run) "
                   + ", ".join(f"{d} {p:.1f} TFLOP/s" for d, p in peaks.items())
                   + "; FLOPs from XLA's cost analysis of the compiled step:", ""]
         rows = [dict(r, device_gib=(r.get("device_bytes") or 0) / GIB or None,
@@ -921,7 +916,10 @@ def markdown(result: dict[str, Any]) -> str:
         line = (f"End to end: {e['experiment']}, {e['steps']} steps of batch {e['batch']} "
                 f"({e['dtype']}), {e['train_clips']} train clips (padding "
                 f"{100 * e['padding_fraction']:.1f}% of rows): {e['samples_per_s']:,.0f} samples/s "
-                f"({e['samples_per_s_from']})")
+                f"(metrics.json throughput: compilation and evaluation excluded, waits for the "
+                f"loader included; {_fmt(e['throughput'].get('utilization'), '.1%')} of "
+                f"{_fmt(e['throughput'].get('peak_tflops_per_device'), '.3g')} TFLOP/s, "
+                f"{e['throughput'].get('peak_source')})")
         if "e2e_vs_step" in summ:
             x = summ["e2e_vs_step"]
             line += (f", {x['e2e_over_step']:.2f}x the pure amfbp bf16 step at batch "
@@ -930,6 +928,6 @@ def markdown(result: dict[str, Any]) -> str:
         if c.get("synth_s"):
             line += (f" Corpus: {c['clips']} clips synthesised in {c['synth_s']:.0f} s and "
                      f"prepared in {_fmt(c.get('prepare_s'), '.0f')} s with {c['workers']} "
-                     "workers (in the background of pytest and fbp).")
+                     "workers (in the background of the timed sections).")
         lines += [line, ""]
     return "\n".join(lines)
