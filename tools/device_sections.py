@@ -69,7 +69,8 @@ class Plan:
     fusions: tuple[str, ...]
     dtypes: tuple[str, ...]
     step_batch: int  # every fusion x dtype at this batch
-    sweep_batches: tuple[int, ...]  # amfbp: the batch sweep before the largest batch
+    fit_batches: tuple[int, ...]  # amfbp: batches measured before its largest batch
+    small_batches: tuple[int, ...]  # amfbp: the small-batch end of the sweep, measured last
     pallas_batches: tuple[int, ...]  # amfbp with model.fbp_impl "pallas", each dtype
     max_fusions: tuple[str, ...]  # fusions whose largest batch is searched
     max_batch_cap: int
@@ -100,7 +101,7 @@ class Plan:
             fbp_torch_compile=True, width=1.0, seconds=4.0, frames=40, gemm_size=8192,
             fusions=("amfbp", "audio", "video", "concat", "late", "gfbp", "agfbp"),
             dtypes=("bf16", "f32"),
-            step_batch=256, sweep_batches=(64, 256, 1024), pallas_batches=(1024,),
+            step_batch=256, fit_batches=(256, 1024), small_batches=(64,), pallas_batches=(1024,),
             max_fusions=("amfbp", "gfbp"),
             max_batch_cap=65536, batch_multiple=64, memory_limit_gb=None, step_rounds=3,
             # 366 clips per class: 256 train each (70/15/15 split), so 1024 train clips fill
@@ -121,7 +122,8 @@ class Plan:
             fbp_target_ms=5.0,
             fbp_torch_compile=False, width=0.03, seconds=1.0, frames=10, gemm_size=256,
             fusions=("amfbp",), dtypes=("bf16",),
-            step_batch=8, sweep_batches=(8, 16), pallas_batches=(), max_fusions=("amfbp",),
+            step_batch=8, fit_batches=(8, 16), small_batches=(), pallas_batches=(),
+            max_fusions=("amfbp",),
             max_batch_cap=16, batch_multiple=8, memory_limit_gb=0.5, step_rounds=2,
             clips=16, clip_seconds=(0.8, 1.0), workers=2,
             loader_batches=(8,), loader_threads=2, loader_seconds=0.5,
@@ -443,12 +445,12 @@ def section_train(plan: Plan, part: Part, *, work: str, commit: str) -> None:
     """The paper-sized train step (`plan.seconds` of audio and `plan.frames` crops per sample).
 
     Cases, most important first, each skipped once the budget cannot hold it (the estimate is
-    1.5x the slowest case so far, compile and timing):
-      1. amfbp, first dtype (bf16): the batch sweep, then the largest batch;
-      2. the other fusions, same dtype, at `step_batch`;
-      3. amfbp with the Pallas FBP (model.fbp_impl) at `pallas_batches`, same dtype;
-      4. 1 to 3 for the next dtype (f32);
-      5. the largest batch of the other `max_fusions`, each dtype.
+    1.5x the slowest case so far, compile and timing); each step is done for bf16, then f32:
+      1. amfbp at `fit_batches`, then its largest batch;
+      2. the other fusions at `step_batch`;
+      3. amfbp with the Pallas FBP (model.fbp_impl) at `pallas_batches`;
+      4. amfbp at `small_batches`;
+      5. the largest batch of the other `max_fusions`.
     The largest batch is found, not guessed: each case is compiled ahead of time and XLA's
     buffer assignment (compiled.memory_analysis(): arguments + outputs - donated + temporaries)
     gives its device bytes before it runs; a straight line through the two largest batches that
@@ -479,13 +481,18 @@ def section_train(plan: Plan, part: Part, *, work: str, commit: str) -> None:
     part.save()
     runner = _StepRunner(plan, part, mesh, limit, peaks)
     for dtype in plan.dtypes:
-        for b in plan.sweep_batches:
+        for b in plan.fit_batches:
             runner.case("amfbp", dtype, b)
         runner.largest("amfbp", dtype)
+    for dtype in plan.dtypes:
         for f in plan.fusions:
             runner.case(f, dtype, plan.step_batch)
+    for dtype in plan.dtypes:
         for b in plan.pallas_batches:
             runner.case("amfbp", dtype, b, fbp_impl="pallas")
+    for dtype in plan.dtypes:
+        for b in plan.small_batches:
+            runner.case("amfbp", dtype, b)
     for dtype in plan.dtypes:
         for f in plan.max_fusions:
             if f != "amfbp":

@@ -28,11 +28,11 @@ cases to spend it on); a section still running 20 s past that is killed, its fin
                 compiles each shape and mode (8 compiles, about 5-10 s each; the first in a
                 process more), the kernels themselves take milliseconds
   train  130 s  compiling the paper-sized step is the cost (7 s on a 2-core CPU at batch 8;
-                more with GPU autotuning), so not every fusion x dtype x batch: amfbp gets the
-                sweep 64/256/1024 and the largest batch per dtype, the other six fusions batch
-                256, amfbp with the Pallas FBP batch 1024, gfbp the largest batch if time is
-                left; most important first, the rest listed as skipped; time that pytest and fbp
-                leave goes here
+                more with GPU autotuning), so not every fusion x dtype x batch. In this order,
+                each for bf16 then f32: amfbp at 256 and 1024 and its largest batch; the other
+                six fusions at 256; amfbp with the Pallas FBP at 1024; amfbp at 64; gfbp's
+                largest batch. What does not fit in time is listed as skipped; time that pytest
+                and fbp leave goes here
   corpus 170 s  in the background of pytest, fbp and train, on 8 processes (half the cores, so
                 the timed sections keep theirs): 1464 clips of 3.6-4 s synthesised (~5 clips/s
                 per core here) and prepared (~2.5 clips/s per core)

@@ -61,7 +61,7 @@ def test_dry_run_produces_every_section(tmp_path):
             assert _positive(r[key]), (key, r)
         assert r["samples_per_s"] * r["ms"] / 1e3 == pytest.approx(r["batch"])
     assert {(r["fusion"], r["batch"]) for r in train["rows"]} == \
-        {("amfbp", b) for b in plan.sweep_batches}
+        {("amfbp", b) for b in plan.fit_batches}
     largest = train["max_batch"]["amfbp bf16"]
     assert largest["found"] == plan.max_batch_cap and largest["capped"]
     assert _positive(largest["bytes_per_sample"]) and largest["fit_batches"] == [8, 16]
