@@ -620,6 +620,8 @@ class _StepRunner:
         info.update(found=found["batch"], samples_per_s=found.get("samples_per_s"),
                     device_bytes=found.get("device_bytes"),
                     capped=predicted >= plan.max_batch_cap)
+        if info["capped"]:
+            info["why"] = f"capped at {plan.max_batch_cap} (the line predicts {predicted})"
         self.part["max_batch"][key] = info
         self.part.save()
 
