@@ -67,12 +67,15 @@ def test_dry_run_produces_every_section(tmp_path):
     assert _positive(largest["bytes_per_sample"]) and largest["fit_batches"] == [8, 16]
 
     assert s["corpus"]["clips"] == plan.clips and _positive(s["corpus"]["prepare_clips_per_s"])
-    host = s["host"]["rows"][0]
-    assert _positive(host["warm_samples_per_s"]) and host["threads"] == plan.loader_threads
-    # bytes per sample: the batch's arrays, one 1 s clip at 16 kHz and 10 crops of 64 x 64
+    rows = s["host"]["rows"]
+    assert [r["in_memory"] for r in rows] == [True, False]  # read into memory, memory-mapped
+    host = rows[0]
+    assert all(_positive(r["warm_samples_per_s"]) for r in rows)
+    assert host["threads"] == plan.loader_threads
+    # bytes per sample: the batch's arrays, one 1 s clip at 16 kHz (int16) and 10 64 x 64 crops
     by_key = host["bytes_per_sample_by_key"]
-    audio_bytes = {"int16": 2, "float32": 4}[host["dtypes"]["audio"]]
-    assert by_key["audio"] == 16000 * audio_bytes and by_key["frames"] == 10 * 64 * 64
+    assert host["dtypes"]["audio"] == "int16"
+    assert by_key["audio"] == 16000 * 2 and by_key["frames"] == 10 * 64 * 64
     assert host["bytes_per_sample"] == pytest.approx(sum(by_key.values()))
     assert _positive(s["host"]["h2d"]["gb_per_s"])
 
