@@ -3,10 +3,11 @@
   python3 tools/bench_loader.py [--cache DIR | --corpus DIR] [--batch-sizes 32 64 128]
 
 With neither --cache nor --corpus it writes the synthetic corpus (`avfbp synth`) and prepares
-it in a temporary folder first. "cold" is the first pass (clip files read from disk), "warm"
-the steady state once every clip is in memory (FeatureCache in_memory=True, the default).
-Also reports the bucket shapes used and the padding efficiency (real / padded audio samples).
-Prints a table and writes JSON.
+it in a temporary folder first. Each batch size is measured with the packed cache read into host
+memory (FeatureCache in_memory=True, the default) and memory-mapped (in_memory=False, for caches
+larger than memory). "cold" is the first pass, "warm" the steady state after it. Also reports the
+bucket shapes used and the padding efficiency (real / padded audio samples). Prints a table and
+writes JSON.
 """
 
 import argparse
@@ -86,17 +87,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         cache_dir = args.cache or build_cache(args, workdir)
         buckets = tuple(args.buckets)
-        rows = [measure(FeatureCache(cache_dir), b, args.seconds, buckets)
-                for b in args.batch_sizes]
-        size = sum(e.stat().st_size for e in os.scandir(os.path.join(cache_dir, "clips")))
+        rows = [{**measure(FeatureCache(cache_dir, in_memory=in_memory), b, args.seconds,
+                           buckets), "in_memory": in_memory}
+                for in_memory in (True, False) for b in args.batch_sizes]
+        size = sum(e.stat().st_size for e in os.scandir(os.path.join(cache_dir, "packed")))
         clips = len(FeatureCache(cache_dir))
 
-    print(f"cache: {clips} clips, {size / 2**20:.1f} MiB on disk; buckets {buckets} s; "
+    print(f"cache: {clips} clips, {size / 2**20:.1f} MiB packed; buckets {buckets} s; "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
-    print(f"{'batch':>6} {'cold b/s':>9} {'warm b/s':>9} {'samples/s':>10} {'steps/ep':>9} "
-          f"{'shapes':>7} {'pad eff':>8}")
+    print(f"{'in memory':>9} {'batch':>6} {'cold b/s':>9} {'warm b/s':>9} {'samples/s':>10} "
+          f"{'steps/ep':>9} {'shapes':>7} {'pad eff':>8}")
     for r in rows:
-        print(f"{r['batch_size']:>6} {r['cold_batches_per_s']:>9.1f} "
+        print(f"{r['in_memory']!s:>9} {r['batch_size']:>6} {r['cold_batches_per_s']:>9.1f} "
               f"{r['warm_batches_per_s']:>9.1f} {r['warm_samples_per_s']:>10.0f} "
               f"{r['steps_per_epoch']:>9} {r['shapes']:>7} {r['padding_efficiency']:>8.2f}")
     result = {"clips": clips, "cache_bytes": size, "buckets": buckets, "rows": rows,
