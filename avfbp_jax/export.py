@@ -125,6 +125,11 @@ def export_bundle(params: Any, config: Any, out_dir: str, *, labels: Sequence[st
 
     `config` is a full training config (with .model and .data groups); `labels` are the class
     names in label order. The folder appears only once it is complete.
+
+    The function always uses the XLA FBP (model.fbp_impl = "xla", as bundle.json records): it
+    computes the same function as the Pallas kernel, and it serializes for every platform, where
+    a Pallas (Triton) kernel is a custom call without compatibility guarantees that also needs
+    concrete batch sizes.
     """
     from avfbp_jax.models.model import AVModel
 
@@ -136,18 +141,21 @@ def export_bundle(params: Any, config: Any, out_dir: str, *, labels: Sequence[st
     if os.path.exists(out_dir) and not overwrite:
         raise FileExistsError(f"{out_dir}: already exists (pass --overwrite to replace it)")
     params = jax.tree.map(np.asarray, jax.device_get(params))
-    model = AVModel(config=config.model)
-    exported, input_specs = _export_function(model, config.model, params, platforms)
+    model_cfg = config.model.copy_and_resolve_references()
+    with model_cfg.unlocked():
+        model_cfg.fbp_impl = "xla"
+    model = AVModel(config=model_cfg)
+    exported, input_specs = _export_function(model, model_cfg, params, platforms)
     metadata = {
         "format": FORMAT,
         "labels": list(labels),
-        "model_config": _to_plain(config.model),
+        "model_config": _to_plain(model_cfg),
         "preprocessing": preprocessing_settings(config),
         "inputs": input_specs,
         "outputs": _output_names(exported),
         "platforms": list(exported.platforms),
         "symbolic_shapes": {"b": "batch size", "s": "audio samples", "t": "frames"},
-        "min_audio_samples": min_audio_samples(config.model),
+        "min_audio_samples": min_audio_samples(model_cfg),
         "versions": _versions(),
     }
     parent = os.path.dirname(out_dir)

@@ -324,3 +324,21 @@ def test_other_model_kinds(fusion, encoder, tmp_path):
     assert sorted(got) == sorted(want)
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)
+
+
+def test_pallas_trained_model_exports_with_the_xla_fbp(tmp_path):
+    """model.fbp_impl = "pallas" exports (for CPU and CUDA) with the portable XLA FBP, which
+    computes what the Pallas model computes."""
+    config = tiny_config("gfbp")
+    config.model.video.encoder = "identity"
+    config.model.fbp_impl = "pallas"
+    params = init_params(config.model)
+    metadata = export.export_bundle(params, config, str(tmp_path / "b"), labels=LABELS)
+    assert metadata["model_config"]["fbp_impl"] == "xla"
+    assert metadata["platforms"] == ["cpu", "cuda"]
+    assert config.model.fbp_impl == "pallas"  # the caller's config is left as it was
+    infer, _ = export.load_exported(str(tmp_path / "b"))
+    batch = random_batch(config.model, 3, 1.5, 15, seed=5)
+    got, want = infer(batch), reference(config.model, params, batch)  # Pallas, interpret mode
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)

@@ -44,5 +44,5 @@ def data_config() -> ml_collections.ConfigDict:
     c.buckets = DEFAULT_BUCKETS
     c.prefetch = 2  # batches assembled ahead of the training step
     c.loader_threads = 2  # threads assembling batches (numpy copies release the GIL)
-    c.in_memory = True  # keep every decoded clip of the cache in host memory after first use
+    c.in_memory = True  # read the packed cache into host memory at start; False: memory-map it
     return c

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from avfbp_jax.models.config import FUSION_TYPES
+from avfbp_jax.models.config import FBP_IMPLS, FUSION_TYPES
 from avfbp_jax.ops.fbp import FBP
 from avfbp_jax.ops.masking import AttendedSequence, attention_pool, trunk_masks
 
@@ -28,6 +28,7 @@ class AdaptiveFBP(nn.Module):
     hidden: int
     dropout_rate: float
     dtype: jnp.dtype = jnp.float32
+    impl: str = "xla"  # FBP.impl
 
     @nn.compact
     def __call__(self, c_a: jax.Array, c_v: jax.Array, *, deterministic: bool = True):
@@ -35,7 +36,7 @@ class AdaptiveFBP(nn.Module):
         h = jnp.tanh(nn.Dense(self.hidden, dtype=self.dtype, name="weights_hidden")(h))
         logits = nn.Dense(2, dtype=self.dtype, name="weights_out")(h).astype(jnp.float32)
         weights = jax.nn.softmax(logits, axis=-1)
-        z = FBP(self.k, self.o, self.dropout_rate, dtype=self.dtype, name="fbp")(
+        z = FBP(self.k, self.o, self.dropout_rate, dtype=self.dtype, impl=self.impl, name="fbp")(
             c_a * weights[..., :1], c_v * weights[..., 1:], deterministic=deterministic)
         return z, weights
 
@@ -58,6 +59,8 @@ class FusionHead(nn.Module):
         dtype = jnp.dtype(cfg.dtype)
         if cfg.fusion not in FUSION_TYPES:
             raise ValueError(f"fusion must be one of {FUSION_TYPES}, got {cfg.fusion!r}")
+        if cfg.fbp_impl not in FBP_IMPLS:
+            raise ValueError(f"model.fbp_impl must be one of {FBP_IMPLS}, got {cfg.fbp_impl!r}")
         aux = {}
         c_a = c_v = None
         if audio is not None:
@@ -74,7 +77,8 @@ class FusionHead(nn.Module):
         # classifier at unit RMS like the other heads' inputs (chosen: otherwise the classifier
         # spends its first steps growing its weights before the logits leave chance).
         fbp_scale = cfg.fbp_o ** 0.5
-        fbp_args = dict(k=cfg.fbp_k, o=cfg.fbp_o, dropout_rate=cfg.fbp_dropout, dtype=dtype)
+        fbp_args = dict(k=cfg.fbp_k, o=cfg.fbp_o, dropout_rate=cfg.fbp_dropout, dtype=dtype,
+                        impl=cfg.fbp_impl)
         adaptive_args = dict(fbp_args, hidden=cfg.adaptive_hidden)
         if cfg.fusion == "audio":
             logits = classifier(c_a)

@@ -110,6 +110,8 @@ class FBP(nn.Module):
       dropout_rate: dropout on the product, active when `deterministic=False`.
       use_bias: projection biases (keep on for AG-FBP, see `torch_linear_bias_init`).
       dtype: compute dtype of the projections (parameters stay float32).
+      impl: "xla" (`fbp`) or "pallas" (`ops.fbp_pallas.fbp_pallas`, the fused kernel; its
+        dropout mask is a hash, not jax.random). Same parameters, same function.
     """
 
     k: int = 5
@@ -117,6 +119,7 @@ class FBP(nn.Module):
     dropout_rate: float = 0.1
     use_bias: bool = True
     dtype: jnp.dtype = jnp.float32
+    impl: str = "xla"
 
     @nn.compact
     def __call__(self, x: jax.Array, y: jax.Array, *, deterministic: bool = True) -> jax.Array:
@@ -131,5 +134,12 @@ class FBP(nn.Module):
         rng = None
         if not deterministic and self.dropout_rate > 0.0:
             rng = self.make_rng("dropout")
-        return fbp(x.astype(self.dtype), y.astype(self.dtype), w_x, w_y, b_x, b_y, k=self.k,
-                   dropout_rate=self.dropout_rate, dropout_rng=rng)
+        if self.impl == "xla":
+            kernel = fbp
+        elif self.impl == "pallas":
+            # Imported here: ops.fbp_pallas imports this module.
+            from avfbp_jax.ops.fbp_pallas import fbp_pallas as kernel
+        else:
+            raise ValueError(f"FBP impl must be 'xla' or 'pallas', got {self.impl!r}")
+        return kernel(x.astype(self.dtype), y.astype(self.dtype), w_x, w_y, b_x, b_y, k=self.k,
+                      dropout_rate=self.dropout_rate, dropout_rng=rng)

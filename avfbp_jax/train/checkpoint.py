@@ -17,6 +17,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from avfbp_jax.train import report
 from avfbp_jax.train.config import BEST_METRICS, RunSetupError
+from avfbp_jax.train.presets import base_config
 
 CONFIG_FILE = "config.json"
 
@@ -105,6 +106,8 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
 
 # Fields a resumed run may change: they steer the loop, the devices or the host-side loader,
 # not what is trained (a longer num_steps continues the run, as in "train 2000 more steps").
+# model.fbp_impl picks the kernel of the same function with the same parameters (a run trained
+# on a GPU with "pallas" may continue on a CPU with "xla"); only the dropout masks differ.
 RESUMABLE_FIELDS = frozenset({
     "train.num_steps", "train.log_every", "train.eval_every", "train.checkpoint_every",
     "train.keep", "train.async_checkpointing", "train.eval_batch_size", "train.num_devices",
@@ -112,6 +115,7 @@ RESUMABLE_FIELDS = frozenset({
     "train.heartbeat_timeout_s", "train.kill_at_step", "train.peak_tflops", "train.profile_steps",
     "train.compilation_cache_dir",
     "data.prefetch", "data.loader_threads", "data.in_memory", "data.workers",
+    "model.fbp_impl",
 })
 
 
@@ -145,11 +149,26 @@ def check_same_run(workdir: str, config: ml_collections.ConfigDict) -> None:
         )
 
 
+def _with_new_fields(saved: dict, defaults: dict) -> dict:
+    """`saved` plus every field of `defaults` it lacks, recursively."""
+    out = dict(saved)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _with_new_fields(out[key], value)
+    return out
+
+
 def load_config(workdir: str) -> ml_collections.ConfigDict:
+    """WORKDIR/config.json, with the fields that later versions of the code added (absent from
+    an older run's file) at their defaults: a field is only ever added with a default that keeps
+    the earlier behaviour (e.g. model.fbp_impl "xla")."""
     path = os.path.join(workdir, CONFIG_FILE)
     try:
         with open(path) as f:
-            return ml_collections.ConfigDict(json.load(f))
+            saved = json.load(f)
+            return ml_collections.ConfigDict(_with_new_fields(saved, base_config().to_dict()))
     except FileNotFoundError:
         raise FileNotFoundError(
             f"{path}: no config.json (is {workdir} a training workdir?)") from None

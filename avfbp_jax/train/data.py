@@ -1,4 +1,5 @@
-"""Makes sure a run's feature cache exists: synthesise the corpus and prepare it when missing.
+"""Makes sure a run's feature cache exists: synthesise the corpus and prepare it when missing
+(or written by an older version of the cache format).
 
 Experiments on the embedded synthetic corpus carry a `config.data.synthetic` block (clips, seed);
 for them a missing (or unfinished) corpus is generated with avfbp_jax.data.synthetic. A missing
@@ -22,7 +23,7 @@ def ensure_cache(data: ml_collections.ConfigDict) -> None:
         raise RunSetupError("config.data.cache_dir is empty: say where the feature cache lives")
     if data.get("synthetic") is not None:
         _check_synthetic_version(data)
-    if os.path.exists(os.path.join(data.cache_dir, cache_lib.INDEX)):
+    if cache_lib.is_prepared(data.cache_dir):
         return
     if jax.process_count() > 1:
         raise RunSetupError(f"{data.cache_dir}: no feature cache; in multi-host runs prepare "

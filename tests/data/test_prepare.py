@@ -16,6 +16,7 @@ from data_helpers import (
 )
 
 from avfbp_jax import cli
+from avfbp_jax.data import cache as cache_lib
 from avfbp_jax.data.cache import FeatureCache
 from avfbp_jax.data.corpora import IEMOCAP_CLASSES
 from avfbp_jax.data.faces import FaceCropper
@@ -81,7 +82,7 @@ def test_prepare_folder_corpus(tmp_path, capsys):
     np.testing.assert_array_equal(h0["frame_mask"], np.arange(10) % 2 == 0)
     assert not h0["frames"][1].any() and h0["frames"][0].std() > 20  # a face crop, zeros if none
     assert h1["audio"].shape == (9600,) and h1["frame_mask"].all()  # 0.6 s at 22.05 -> 16 kHz
-    np.testing.assert_allclose(s0["audio"][1000:12000], tone(0.8)[1000:12000], atol=2e-3)
+    np.testing.assert_allclose(s0["audio"][1000:12000] / 32767, tone(0.8)[1000:12000], atol=2e-3)
     assert [r["num_faces"] for r in fc.records] == [5, 6, 8, 12]
     assert [r["audio_len"] for r in fc.records] == [16000, 9600, 12800, 19200]
 
@@ -218,3 +219,27 @@ def test_prepare_stores_fer_features(tmp_path, monkeypatch):
     assert cli.main(["prepare", str(root), str(plain), "--fps", "10", "--workers", "1"]) == 0
     with pytest.raises(ValueError, match="without FER features"):
         FeatureCache(str(plain), frame_input="fer")
+
+
+def test_a_version_1_cache_is_repacked_from_its_clips(tmp_path, capsys):
+    make_corpus(tmp_path / "corpus")
+    cache_dir = tmp_path / "cache"
+    assert prepare(tmp_path / "corpus", cache_dir) == 0
+    first = FeatureCache(str(cache_dir))
+    # What a version-1 prepare left: clip files and an index without packed arrays.
+    with open(cache_dir / "index.json") as f:
+        index = json.load(f)
+    index["version"] = 1
+    (cache_dir / "index.json").write_text(json.dumps(index))
+    for name in os.listdir(cache_dir / "packed"):
+        os.remove(cache_dir / "packed" / name)
+    assert not cache_lib.is_prepared(str(cache_dir))
+    capsys.readouterr()
+    assert prepare(tmp_path / "corpus", cache_dir) == 0
+    assert "(0 new, 4 reused)" in capsys.readouterr().out  # nothing decoded again
+    assert cache_lib.is_prepared(str(cache_dir))
+    again = FeatureCache(str(cache_dir), in_memory=False)
+    assert again.records == first.records
+    for i in range(len(first)):
+        for key, value in first.get(i).items():
+            np.testing.assert_array_equal(again.get(i)[key], value)

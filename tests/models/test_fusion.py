@@ -1,11 +1,14 @@
 """Fusion heads: AG-FBP weights matter, AM-FBP trunks follow valid lengths and skip empty ones."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-from model_helpers import random_variables, tiny_config
+from model_helpers import random_variables, tiny_config, varied_batch
 
 from avfbp_jax.models.fusion import AdaptiveFBP, FusionHead
+from avfbp_jax.models.model import AVModel
 from avfbp_jax.ops import AttendedSequence, fbp, length_mask
 
 
@@ -133,3 +136,23 @@ def test_gfbp_head_feeds_the_classifier_fbp_times_sqrt_o():
         np.testing.assert_allclose(np.sqrt(np.mean(features ** 2)), 1.0, rtol=1e-5)
         want = features @ p["classifier"]["kernel"] + p["classifier"]["bias"]
         np.testing.assert_allclose(logits[b], want, rtol=1e-4, atol=1e-5)
+
+
+def test_pallas_fbp_model_equals_xla_fbp_model():
+    """model.fbp_impl = "pallas" (interpret mode here) gives the XLA model's outputs (eval)."""
+    cfg = tiny_config("amfbp")  # global AG-FBP and the trunks' AG-FBP on (B, N) leading shapes
+    batch = varied_batch(cfg)
+    variables = random_variables(AVModel(cfg), batch, train=False)
+    outputs, kernels = {}, {}
+    for impl in ("xla", "pallas"):
+        cfg.fbp_impl = impl
+        model = AVModel(cfg.copy_and_resolve_references())
+        apply = jax.jit(functools.partial(model.apply, train=False))
+        outputs[impl] = apply(variables, batch)
+        kernels[impl] = str(jax.make_jaxpr(apply)(variables, batch)).count("pallas_call")
+    assert kernels == {"xla": 0, "pallas": 2}  # the global and the trunk AG-FBP
+    (logits, aux), (want_logits, want_aux) = outputs["pallas"], outputs["xla"]
+    assert np.abs(np.asarray(want_logits[0]) - np.asarray(want_logits[1])).max() > 1e-3
+    np.testing.assert_allclose(logits, want_logits, rtol=1e-5, atol=1e-5)
+    for name, value in want_aux.items():
+        np.testing.assert_allclose(aux[name], value, rtol=1e-5, atol=1e-5)

@@ -132,6 +132,8 @@ def test_bad_configs_raise_clear_errors():
         _init(tiny_config(**{"video.encoder": "vit"}), batch)
     with pytest.raises(ValueError, match="fusion must be one of"):
         _init(tiny_config("sum"), batch)
+    with pytest.raises(ValueError, match="model.fbp_impl must be one of"):
+        _init(tiny_config(fbp_impl="triton"), batch)
     with pytest.raises(ValueError, match="audio.attention"):
         _init(tiny_config(**{"audio.attention": "3d"}), batch)
 
