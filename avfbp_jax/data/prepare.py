@@ -145,8 +145,9 @@ def _check_settings(cache_dir: str, settings: dict) -> None:
 
 def _clean_temporaries(cache_dir: str) -> None:
     """Removes temporary files an interrupted run left behind (never whole files)."""
-    for folder in (cache_dir, os.path.join(cache_dir, cache.CLIPS)):
-        for name in os.listdir(folder):
+    for folder in (cache_dir, os.path.join(cache_dir, cache.CLIPS),
+                   os.path.join(cache_dir, cache.PACKED)):
+        for name in os.listdir(folder) if os.path.isdir(folder) else ():
             if name.startswith(cache.TMP_PREFIX):
                 os.remove(os.path.join(folder, name))
 
