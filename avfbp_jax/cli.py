@@ -2,7 +2,7 @@
 
 Each subcommand lives in its own module as `add_arguments(parser)` plus `run(args) -> int`,
 imported only when that subcommand is used so that `avfbp --help` stays fast. Every command runs
-under interrupt.raise_on_signals(): Ctrl-C or SIGTERM ends it with one line and status 130 / 143.
+under interrupt.run_command: Ctrl-C or SIGTERM ends it with one line and status 130 / 143.
 """
 
 import argparse
@@ -34,13 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help() if not argv or argv[0] in ("-h", "--help") else parser.parse_args(argv)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     name = argv[0]
-    with interrupt.raise_on_signals():
-        try:
-            return _run(name, argv[1:])
-        except interrupt.Interrupted as e:
-            newline = "\n" if sys.stderr.isatty() else ""  # after a progress bar or ^C
-            print(f"{newline}avfbp {name}: {e.message}", file=sys.stderr, flush=True)
-            return e.exit_status
+    return interrupt.run_command(f"avfbp {name}", lambda: _run(name, argv[1:]))
 
 
 def _run(name: str, argv: list[str]) -> int:

@@ -3,9 +3,10 @@
 
 Handlers are installed only while they are needed; the previous ones come back afterwards.
 
-* `raise_on_signals()` (every `avfbp` command, from cli.main): a signal raises `Interrupted` in
-  the main thread, so the cleanups of atomic writes (`except BaseException`) and of process pools
-  run on the way out; cli.main prints its message and returns its exit status.
+* `raise_on_signals()` (every `avfbp` command, through `run_command` in cli.main): a signal
+  raises `Interrupted` in the main thread, so the cleanups of atomic writes (`except
+  BaseException`) and of process pools run on the way out; run_command prints its message and
+  returns its exit status.
 * `StepStop` (the training loop): a signal only asks to stop; the loop stops at a step boundary
   that every process agrees on (`reached(step)`), saves that step, then raises `Interrupted`.
 * While a process is stopping, another signal exits at once: one line, no cleanup.
@@ -19,6 +20,7 @@ import multiprocessing
 import multiprocessing.pool
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 
@@ -81,6 +83,18 @@ def raise_on_signals() -> Iterator[None]:
 
     with handling(handler):
         yield
+
+
+def run_command(prog: str, run: Callable[[], int]) -> int:
+    """run() under raise_on_signals(); an interruption prints `prog: message` (one line on
+    stderr) and gives its exit status (130 / 143)."""
+    with raise_on_signals():
+        try:
+            return run()
+        except Interrupted as e:
+            newline = "\n" if sys.stderr.isatty() else ""  # after a progress bar or ^C
+            print(f"{newline}{prog}: {e.message}", file=sys.stderr, flush=True)
+            return e.exit_status
 
 
 class StepStop:
