@@ -37,9 +37,16 @@ def build_cache(args: argparse.Namespace, workdir: str) -> str:
     return cache_dir
 
 
-def measure(cache: FeatureCache, batch_size: int, seconds: float, buckets) -> dict:
-    """Batches/s over the first pass (cold) and over `seconds` after it (warm)."""
-    loader = TrainLoader(cache, np.arange(len(cache)), batch_size, seed=0, buckets=buckets)
+def measure(cache: FeatureCache, batch_size: int, seconds: float, buckets, *,
+            threads: int | None = None, prefetch: int | None = None) -> dict:
+    """Batches/s over the first pass (cold) and over `seconds` after it (warm), and the bytes
+    per sample of a batch (what goes host -> device; by key in `bytes_per_sample_by_key`).
+
+    threads, prefetch: TrainLoader's (default: data_config()'s).
+    """
+    d = data_config()
+    loader = TrainLoader(cache, np.arange(len(cache)), batch_size, seed=0, buckets=buckets,
+                         threads=threads or d.loader_threads, prefetch=prefetch or d.prefetch)
     start = time.perf_counter()
     real = padded = 0
     for _ in range(loader.steps_per_epoch):
@@ -54,9 +61,13 @@ def measure(cache: FeatureCache, batch_size: int, seconds: float, buckets) -> di
         count += 1
     warm = count / (time.perf_counter() - start)
     loader.close()
+    by_key = {k: v.nbytes / batch_size for k, v in batch.items()}
     return {"batch_size": batch_size, "cold_batches_per_s": cold, "warm_batches_per_s": warm,
             "warm_samples_per_s": warm * batch_size, "steps_per_epoch": loader.steps_per_epoch,
-            "shapes": loader.num_shapes, "padding_efficiency": real / max(padded, 1)}
+            "shapes": loader.num_shapes, "padding_efficiency": real / max(padded, 1),
+            "threads": loader.threads, "bytes_per_sample": sum(by_key.values()),
+            "bytes_per_sample_by_key": by_key,
+            "dtypes": {k: str(v.dtype) for k, v in batch.items()}}
 
 
 def main() -> None:

@@ -1,10 +1,21 @@
-"""The sharded train step: 8 devices agree with 1, loss formula, freezing, per-step RNG."""
+"""The sharded train step: 8 devices agree with 1, loss formula, freezing, per-step RNG; on a GPU
+(tests marked `gpu`, deselected by default) the GPU step equals the CPU step and does not
+recompile.
+
+The GPU tests need jax to see the GPU and the CPU: tests/conftest.py sets JAX_PLATFORMS=cpu
+unless it is set, so run them as `JAX_PLATFORMS= python3 -m pytest -m gpu` (empty: every
+platform); they skip when no GPU is visible.
+"""
+
+import contextlib
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
+from jax.sharding import Mesh
 
 from avfbp_jax.models.model import AVModel, example_batch
 from avfbp_jax.train import optimizer, parallel
@@ -183,3 +194,154 @@ def test_frozen_paths_reach_into_subtrees():
     assert labels == {"audio": {"w": "frozen"},
                       "video": {"encoder": {"a": {"k": "frozen"}}, "attention": {"k": "trainable"}},
                       "fusion": {"k": "trainable"}}
+
+
+# ----------------------------------------------------------------------------- GPU
+def _gpu_devices() -> list:
+    try:
+        return jax.devices("gpu")
+    except RuntimeError:  # no GPU backend, or JAX_PLATFORMS excludes it
+        return []
+
+
+def _has_cpu_backend() -> bool:
+    try:
+        return bool(jax.devices("cpu"))
+    except RuntimeError:  # JAX_PLATFORMS=cuda
+        return False
+
+
+requires_gpu = pytest.mark.skipif(
+    not _gpu_devices(), reason="no GPU visible to jax (run with JAX_PLATFORMS= to see it)")
+requires_cpu_too = pytest.mark.skipif(
+    not _has_cpu_backend(), reason="the CPU reference needs the CPU backend (JAX_PLATFORMS=)")
+
+
+def _sgd_config() -> ml_collections.ConfigDict:
+    """Plain SGD with learning rate 1, no decay or clipping: new params = params - grads, so the
+    parameter change after one step is exactly minus the gradient."""
+    tcfg = tiny_train_config()
+    tcfg.optimizer, tcfg.momentum, tcfg.schedule, tcfg.warmup_steps = "sgd", 0.0, "constant", 0
+    tcfg.weight_decay, tcfg.grad_clip_norm, tcfg.learning_rate = 0.0, 0.0, 1.0
+    return tcfg
+
+
+def _gpu_test_model(dtype: str, fbp_impl: str = "xla", dropout: float = 0.1
+                    ) -> ml_collections.ConfigDict:
+    cfg = tiny_model_config("amfbp")
+    cfg.fbp_k, cfg.fbp_o, cfg.dtype, cfg.fbp_impl, cfg.fbp_dropout = 5, 64, dtype, fbp_impl, dropout
+    return cfg
+
+
+def _step_on(devices, host_state, batch, cfg, precision=None):
+    """One train step of model `cfg` on a mesh over `devices` from a host copy of the state:
+    (grads, metrics)."""
+    tcfg = _sgd_config()
+    mesh = Mesh(np.asarray(devices), (parallel.DATA_AXIS,))
+    schedule = optimizer.make_schedule(tcfg)
+    tx = optimizer.make_optimizer(tcfg, schedule)
+    step = make_train_step(AVModel(config=cfg), tx, schedule, mesh, seed=0,
+                           label_smoothing=tcfg.label_smoothing)
+    state = jax.device_put(host_state, parallel.replicated(mesh))
+    ctx = jax.default_matmul_precision(precision) if precision else contextlib.nullcontext()
+    with ctx:
+        new, metrics = step(state, parallel.shard_batch(batch, mesh))
+    leaf = jax.tree.leaves(new.params)[0]
+    assert leaf.sharding.device_set == set(devices)  # the step ran where it was asked to
+    grads = jax.tree.map(lambda old, p: np.asarray(old, np.float64) - np.asarray(p, np.float64),
+                         host_state.params, jax.device_get(new.params))
+    return grads, jax.device_get(metrics)
+
+
+def _rel(a, b) -> float:
+    """||a - b|| / ||b|| over all leaves of two gradient trees."""
+    diff = sum(float(np.sum((x - y) ** 2)) for x, y in
+               zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+    ref = sum(float(np.sum(y ** 2)) for y in jax.tree.leaves(b))
+    return (diff / ref) ** 0.5
+
+
+@pytest.mark.gpu
+@requires_gpu
+@requires_cpu_too
+@pytest.mark.parametrize("fbp_impl", ["xla", "pallas"])
+def test_gpu_step_equals_cpu_step(fbp_impl):
+    """One jitted, sharded step on the GPU(s) against the same step on one CPU device (XLA FBP),
+    from the same initial state (made on the CPU) and batch (ragged lengths, masked frames, a
+    padding row; FBP dropout on with the XLA kernel). With fbp_impl "pallas" the GPU step runs
+    the fused Triton kernel.
+
+    Tolerances: f32 at matmul precision "highest" (no TF32) must match to reduction-order noise:
+    loss to 1e-5 relative, gradients to 3e-3 (||g_gpu - g_cpu|| / ||g_cpu||; on this batch the
+    same step on 4 CPU devices and on 1 differs by 3e-4, mostly in the frame projection). bf16
+    compute carries its own rounding (the CPU bf16 step's gradients differ from the f32 ones by
+    24% on this model), so the GPU bf16 step is held to the CPU bf16 step: loss to 1e-2
+    relative, and gradients no farther from the f32 reference than 1.5x the CPU bf16 step's
+    distance plus 0.02.
+    """
+    gpus, cpu = _gpu_devices(), jax.devices("cpu")[:1]
+    # XLA's FBP with dropout 0.1 (its masks must match across devices too); the Pallas kernel's
+    # hash mask differs from jax.random's, so it is compared without dropout.
+    dropout = 0.1 if fbp_impl == "xla" else 0.0
+    ref = {d: _gpu_test_model(d, "xla", dropout) for d in ("float32", "bfloat16")}
+    test = {d: _gpu_test_model(d, fbp_impl, dropout) for d in ("float32", "bfloat16")}
+    batch = _batches(ref["float32"], 1, batch_size=8 * len(gpus))[0]
+    tx = optimizer.make_optimizer(_sgd_config())
+    host_state = jax.device_get(create_train_state(
+        AVModel(config=ref["float32"]), tx, batch, seed=0,
+        mesh=Mesh(np.asarray(cpu), (parallel.DATA_AXIS,))))
+
+    ref_g, ref_m = _step_on(cpu, host_state, batch, ref["float32"], "highest")
+    gpu_g, gpu_m = _step_on(gpus, host_state, batch, test["float32"], "highest")
+    for m in (ref_m, gpu_m):
+        assert m["finite"] == 1.0 and np.isfinite(m["grad_norm"]) and m["grad_norm"] > 0
+    np.testing.assert_allclose(gpu_m["loss"], ref_m["loss"], rtol=1e-5)
+    err32 = _rel(gpu_g, ref_g)
+    assert err32 < 3e-3, err32
+
+    cpu16_g, cpu16_m = _step_on(cpu, host_state, batch, ref["bfloat16"])
+    gpu16_g, gpu16_m = _step_on(gpus, host_state, batch, test["bfloat16"])
+    assert gpu16_m["finite"] == 1.0 and np.isfinite(gpu16_m["grad_norm"])
+    np.testing.assert_allclose(gpu16_m["loss"], cpu16_m["loss"], rtol=1e-2)
+    err16, cpu_err16 = _rel(gpu16_g, ref_g), _rel(cpu16_g, ref_g)
+    assert err16 < 1.5 * cpu_err16 + 0.02, (err16, cpu_err16)
+
+
+@pytest.mark.gpu
+@requires_gpu
+def test_gpu_step_does_not_recompile_after_warmup():
+    """Two bucket shapes, bf16: after one step on each, six more steps alternating between them
+    run with no further XLA compilation, and the state stays finite and on the GPU."""
+    gpus = _gpu_devices()
+    cfg, tcfg = _gpu_test_model("bfloat16"), tiny_train_config()
+    mesh = Mesh(np.asarray(gpus), (parallel.DATA_AXIS,))
+    b = 8 * len(gpus)
+    shapes = [example_batch(cfg, b, seconds=s, num_frames=f, seed=i)
+              for i, (s, f) in enumerate([(1.0, 10), (2.0, 20)])]
+    model = AVModel(config=cfg)
+    schedule = optimizer.make_schedule(tcfg)
+    tx = optimizer.make_optimizer(tcfg, schedule)
+    state = create_train_state(model, tx, shapes[0], seed=0, mesh=mesh)
+    step = make_train_step(model, tx, schedule, mesh, seed=0,
+                           label_smoothing=tcfg.label_smoothing)
+    batches = [parallel.shard_batch(x, mesh) for x in shapes]
+    for x in batches:
+        state, metrics = step(state, x)
+    jax.block_until_ready(metrics)
+    compiles = []
+    counting = [True]
+
+    def on_event(name, duration, **_):
+        if counting[0] and name == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(on_event)
+    try:
+        for i in range(6):
+            state, metrics = step(state, batches[i % 2])
+        metrics = jax.device_get(metrics)
+    finally:
+        counting[0] = False
+    assert compiles == []
+    assert int(state.step) == 8 and metrics["finite"] == 1.0
+    assert jax.tree.leaves(state.params)[0].sharding.device_set == set(gpus)

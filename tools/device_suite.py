@@ -1,0 +1,94 @@
+"""The device suite: the whole accelerator table in one command (design brief §9, issue 12).
+
+Run it on the GPU machine with ONE call of the device tool. First, here, in the root of the
+checkout that the tool sends (the session's own), download the wheels the GPU image lacks
+(37 MB into the git-ignored .whl/; they travel with `carry`):
+
+    tools/device_wheels.sh
+
+then call the tool's `run` once, COMMIT replaced by the output of `git rev-parse --short HEAD`:
+
+    run(command="PYTHONUNBUFFERED=1 timeout 570 python3 tools/device_suite.py --commit COMMIT",
+        carry=[".whl"], timeout_s=600)
+
+It writes suite.json (everything), suite.md (the README-ready tables with device, date and
+commit) and suite.log (every section's output) into --out ($OUT there) and prints the tables
+last. `--dry-run` runs every section at tiny sizes on the CPU (tests/tools/test_device_suite.py
+does, so the suite cannot rot unseen).
+
+Time budget on one H200 with 16 cores, 8 minutes in all (Plan.device() in device_sections.py).
+Sections run one after another and each must end by the sum of its own and the earlier
+sections' budgets (time an earlier section left goes to the next one; only "train" has more
+cases to spend it on); a section still running 20 s past that is killed, its finished cases kept.
+  setup   20 s  installs the wheels (~10 s), one jax start, nvidia-smi
+  pytest  75 s  the gpu tests (train step, Pallas FBP): each compiles small programs on the GPU
+                and the CPU
+  fbp    110 s  batches 65536 and 8192 x bf16 and f32 x fwd and fwd+bwd x every variant, one
+                run_benchmark call per batch and dtype (each saved when done); torch.compile
+                compiles each shape and mode (8 compiles, about 5-10 s each; the first in a
+                process more), the kernels themselves take milliseconds
+  train  130 s  compiling the paper-sized step is the cost (7 s on a 2-core CPU at batch 8;
+                more with GPU autotuning), so not every fusion x dtype x batch. In this order,
+                each for bf16 then f32: amfbp at 256 and 1024 and its largest batch; the other
+                six fusions at 256; amfbp with the Pallas FBP at 1024; amfbp at 64; gfbp's
+                largest batch. What does not fit in time is listed as skipped; time that pytest
+                and fbp leave goes here
+  corpus 170 s  in the background of pytest, fbp and train, on 8 processes (half the cores, so
+                the timed sections keep theirs): 1464 clips of 3.6-4 s synthesised (~5 clips/s
+                per core here) and prepared (~2.5 clips/s per core)
+  host    25 s  loader at batch 256 and 1024 with 16 threads, bytes per sample, host->device
+  e2e    120 s  large_batch.py, 300 steps of 1024 in bf16 + one evaluation (two compiles)
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+
+import device_sections as ds
+
+sys.path.insert(0, ds.REPO)  # the GPU machine has no installed package: import this checkout
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=os.environ.get("OUT"),
+                   help="output folder (default: $OUT)")
+    p.add_argument("--commit", default=None,
+                   help="the commit measured (default: git rev-parse --short HEAD, if .git is "
+                        "there; the GPU machine gets no .git, so pass it)")
+    p.add_argument("--wheels", default=None,
+                   help="folder of wheels to install (default: .whl; none in a dry run)")
+    p.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU")
+    p.add_argument("--sections", default=",".join(ds.SECTIONS),
+                   help=f"comma-separated subset of {','.join(ds.SECTIONS)}")
+    p.add_argument("--section", help=argparse.SUPPRESS)  # internal: run one section
+    p.add_argument("--plan", help=argparse.SUPPRESS)
+    p.add_argument("--part", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.section:
+        return ds.run_section(args.section, args.plan, args.part)
+    if not args.out:
+        p.error("--out: no output folder given and $OUT is not set")
+    only = tuple(s for s in args.sections.split(",") if s)
+    if set(only) - set(ds.SECTIONS):
+        p.error(f"--sections: choose from {','.join(ds.SECTIONS)}")
+    commit = args.commit or _git_commit()
+    wheels = args.wheels if args.wheels is not None else ("" if args.dry_run else
+                                                          os.path.join(ds.REPO, ".whl"))
+    plan = ds.Plan.dry() if args.dry_run else ds.Plan.device()
+    result = ds.run_suite(plan, args.out, commit=commit, wheels=wheels, only=only)
+    print(result["markdown"])
+    return 0
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ds.REPO,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
