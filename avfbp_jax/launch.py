@@ -8,8 +8,11 @@ several GPUs, --gpu-per-process gives process i GPU i alone (CUDA_VISIBLE_DEVICE
 
 When one process fails, the others get --grace seconds to stop on their own (jax's coordination
 service notices a dead peer within train.heartbeat_timeout_s), then they are terminated; the
-launcher exits with the first failure's status. On a cluster, use its own launcher (srun, the TPU
-pod's per-worker command) with train.distributed=True instead: jax detects the processes there.
+launcher exits with the first failure's status. Ctrl-C and SIGTERM are passed on to every
+process: a training run stops at a step that all processes agree on, saves it and exits with
+130 / 143 (a second Ctrl-C stops them at once), and so does the launcher. On a cluster, use its
+own launcher (srun, the TPU pod's per-worker command) with train.distributed=True instead: jax
+detects the processes there.
 """
 
 import argparse
@@ -19,6 +22,8 @@ import socket
 import subprocess
 import sys
 import time
+
+from avfbp_jax import interrupt
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,12 +92,17 @@ def run(args: argparse.Namespace) -> int:
               "(e.g. -- train --config ... --workdir ...)", file=sys.stderr)
         return 2
     port = args.port or free_port()
-    procs = [subprocess.Popen([sys.executable, "-m", "avfbp_jax.cli", *command],
-                              env=process_env(args, port, i))
-             for i in range(args.num_processes)]
-    try:
-        return wait_all(procs, args.grace)
-    except KeyboardInterrupt:
+    procs: list[subprocess.Popen] = []
+
+    def forward(signum, frame):
         for p in procs:
-            p.send_signal(signal.SIGINT)
-        return wait_all(procs, args.grace) or 130
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    # Each process gets its own process group, so a terminal's Ctrl-C reaches only the launcher,
+    # which passes every SIGINT / SIGTERM on to each process once.
+    with interrupt.handling(forward):
+        procs.extend(subprocess.Popen([sys.executable, "-m", "avfbp_jax.cli", *command],
+                                      env=process_env(args, port, i), process_group=0)
+                     for i in range(args.num_processes))
+        return wait_all(procs, args.grace)

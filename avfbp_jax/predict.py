@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import multiprocessing
 import os
 import sys
 import time
@@ -34,6 +33,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from avfbp_jax import interrupt
+from avfbp_jax.data.cache import atomic_write
 from avfbp_jax.data.config import data_config
 from avfbp_jax.data.corpora import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
 from avfbp_jax.data.faces import FaceCropper
@@ -228,7 +229,7 @@ def predict(model_dir: str, paths: Sequence[str], *, batch_size: int = 8, worker
 
     jobs = [(recording, pre) for recording in recordings]
     parallel = workers > 1 and len(jobs) > 1
-    with (multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) if parallel
+    with (interrupt.process_pool(min(workers, len(jobs))) if parallel
           else contextlib.nullcontext()) as pool:
         for recording, decoded in zip(recordings, pool.imap(_decode_job, jobs) if parallel
                                       else map(_decode_job, jobs), strict=True):
@@ -283,8 +284,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         report = {"model": os.path.abspath(args.model_dir), "results": results,
                   "seconds": seconds, "files_per_second": len(results) / seconds}
-        tmp = f"{args.json}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=1)
-        os.replace(tmp, args.json)
+        data = json.dumps(report, indent=1).encode()
+        atomic_write(args.json, lambda f: f.write(data))
     return 0 if done else 1

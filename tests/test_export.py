@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -303,6 +304,29 @@ def test_failed_export_leaves_nothing(trained, tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         export.export_bundle(params, config, str(tmp_path / "out"), labels=LABELS)
     assert os.listdir(tmp_path) == []
+
+
+def test_ctrl_c_during_export_leaves_the_old_bundle_and_one_line(trained, bundle, tmp_path,
+                                                                  monkeypatch, capsys):
+    """SIGINT once the new parameters are written: status 130, one line, the bundle that was
+    there is untouched and no temporary folder is left."""
+    _, _, workdir = trained
+    _, _, existing = bundle
+    out = tmp_path / "bundle"
+    shutil.copytree(existing, out)
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    real = export._save_params
+
+    def ctrl_c_after_saving(path, params):
+        real(path, params)
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(export, "_save_params", ctrl_c_after_saving)
+    capsys.readouterr()
+    assert cli.main(["export", workdir, str(out), "--overwrite"]) == 130
+    assert capsys.readouterr().err == "avfbp export: interrupted by SIGINT\n"
+    assert os.listdir(tmp_path) == ["bundle"]
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
 
 
 @pytest.mark.parametrize("fusion, encoder", [("audio", "cnn"), ("gfbp", "identity")])

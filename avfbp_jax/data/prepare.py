@@ -4,20 +4,20 @@ Each clip goes through load_clip (the one per-clip pipeline, also used by predic
 decoded and resampled to 16 kHz, frames sampled at fps (cut to the clip's [start, end] segment
 when it has one), the face in each frame found and cropped. Clips that cannot be used go to the
 manifest ("skipped" in index.json) with the reason and the run carries on. Clip files already in
-the cache are reused, so an interrupted run resumes where it stopped; index.json is written
-last, so a cache with an index is a finished run.
+the cache are reused, so an interrupted run (Ctrl-C, SIGTERM, a kill) resumes where it stopped;
+index.json is written last, so a cache with an index is a finished run.
 """
 
 import argparse
 import contextlib
 import json
-import multiprocessing
 import os
 import sys
 import time
 
 import numpy as np
 
+from avfbp_jax import interrupt
 from avfbp_jax.data import cache
 from avfbp_jax.data.config import CORPUS_KINDS, data_config
 from avfbp_jax.data.corpora import Clip, Corpus, read_corpus
@@ -145,8 +145,9 @@ def _check_settings(cache_dir: str, settings: dict) -> None:
 
 def _clean_temporaries(cache_dir: str) -> None:
     """Removes temporary files an interrupted run left behind (never whole files)."""
-    for folder in (cache_dir, os.path.join(cache_dir, cache.CLIPS)):
-        for name in os.listdir(folder):
+    for folder in (cache_dir, os.path.join(cache_dir, cache.CLIPS),
+                   os.path.join(cache_dir, cache.PACKED)):
+        for name in os.listdir(folder) if os.path.isdir(folder) else ():
             if name.startswith(cache.TMP_PREFIX):
                 os.remove(os.path.join(folder, name))
 
@@ -168,16 +169,20 @@ def prepare(corpus: Corpus, cache_dir: str, settings: dict, workers: int = 1) ->
     reused, skipped, progress = len(done), {}, Progress(len(pending))
     start = time.perf_counter()
     parallel = workers > 1 and len(pending) > 1
-    with (multiprocessing.get_context("spawn").Pool(min(workers, len(pending))) if parallel
-          else contextlib.nullcontext()) as pool:
-        results = pool.imap_unordered(_prepare_one, pending) if parallel else map(
-            _prepare_one, pending)
-        for position, record, reason in results:
-            if record is None:
-                skipped[position] = reason
-            else:
-                done[position] = record
-            progress.update()
+    try:
+        with (interrupt.process_pool(min(workers, len(pending))) if parallel
+              else contextlib.nullcontext()) as pool:
+            results = pool.imap_unordered(_prepare_one, pending) if parallel else map(
+                _prepare_one, pending)
+            for position, record, reason in results:
+                if record is None:
+                    skipped[position] = reason
+                else:
+                    done[position] = record
+                progress.update()
+    except interrupt.Interrupted as e:
+        raise e.with_message(f"interrupted with {len(done)} of {len(corpus.clips)} clips in "
+                             f"{cache_dir}; run the same command to resume") from None
     progress.close()
     seconds = time.perf_counter() - start
     manifest = [{"id": corpus.clips[p].id, "reason": skipped[p]} for p in sorted(skipped)]

@@ -5,7 +5,8 @@ PCM mono) and OUT_DIR/<class>/<stem>.avi (grayscale Motion-JPEG in AVI at 10 fps
 written by cv2.VideoWriter, read back by OpenCV and by PyAV/FFmpeg), plus OUT_DIR/splits.csv
 (`clip,split`) and OUT_DIR/corpus.json (classes in label order, seed, counts, settings, generator
 version). Clip i is generated from its own generator seeded by (seed, i): the same seed and
-options give the same bytes, whatever the order or the number of worker processes.
+options give the same bytes, whatever the order or the number of worker processes, and an
+interrupted run is finished by the next one with the bytes of an uninterrupted run.
 
 Design of the emotion cues (the knobs are the `Cues` fields; `avfbp synth --audio-cue/--video-cue`
 scale them):
@@ -46,14 +47,18 @@ import io
 import json
 import math
 import os
+import shutil
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
 import soundfile as sf
 
+from avfbp_jax import interrupt
+
+CORPUS_NAME = "avfbp-synthetic"
 GENERATOR_VERSION = 2
 SAMPLE_RATE = 16000
 FPS = 10.0
@@ -61,6 +66,8 @@ FRAME_SIZE = 128  # square frames, pixels
 DEFAULT_CLIPS = 560
 DEFAULT_CLASSES = ("neutral", "happy", "angry", "sad")
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)  # train, val, test (stratified per class)
+TMP_DIR = ".synth-tmp"  # in OUT_DIR while the corpus is unfinished: temporary files, settings
+SETTINGS_FILE = "settings.json"  # in TMP_DIR, written first: which corpus is being written
 
 # Per emotion: (arousal, mouth curvature: +1 smile / -1 frown, inner-brow raise: +1 up / -1 down)
 EMOTIONS = {
@@ -360,11 +367,7 @@ def generate_clip(
     """
     arousal_level, smile, brow = EMOTIONS[emotion]
     rng = np.random.default_rng([seed, index])
-    duration = round(rng.uniform(cues.min_seconds, cues.max_seconds), 2)
-    fraction = rng.uniform(*cues.segment_fraction)
-    start = rng.uniform(0.0, duration * (1.0 - fraction))
-    stop = start + fraction * duration
-    intensity = rng.uniform(*cues.intensity)
+    duration, start, stop, intensity = _clip_timing(rng, cues)
     audio_rng, video_rng = (np.random.default_rng(s) for s in rng.integers(2**63, size=2))
 
     n = int(round(duration * SAMPLE_RATE))
@@ -397,9 +400,26 @@ def generate_clip(
             for k in range(count)
         ]
     )
-    info = {"duration": duration, "segment": [round(start, 3), round(stop, 3)],
+    return audio, frames, _info(duration, start, stop, intensity)
+
+
+def _clip_timing(rng: np.random.Generator, cues: Cues) -> tuple[float, float, float, float]:
+    """The first draws of a clip's generator: duration, emotional segment start and stop (s),
+    expression intensity."""
+    duration = round(rng.uniform(cues.min_seconds, cues.max_seconds), 2)
+    fraction = rng.uniform(*cues.segment_fraction)
+    start = rng.uniform(0.0, duration * (1.0 - fraction))
+    return duration, start, start + fraction * duration, rng.uniform(*cues.intensity)
+
+
+def _info(duration: float, start: float, stop: float, intensity: float) -> dict:
+    return {"duration": duration, "segment": [round(start, 3), round(stop, 3)],
             "intensity": round(intensity, 3)}
-    return audio, frames, info
+
+
+def clip_info(seed: int, index: int, cues: Cues = Cues()) -> dict:
+    """The info that generate_clip(seed, index, ...) returns, without generating the clip."""
+    return _info(*_clip_timing(np.random.default_rng([seed, index]), cues))
 
 
 def _write_video(path: Path, frames: np.ndarray) -> None:
@@ -418,11 +438,11 @@ def _write_video(path: Path, frames: np.ndarray) -> None:
     writer.release()
 
 
-def _make_clip(job: tuple[Path, int, int, str, str, Cues]) -> tuple[str, dict]:
+def _make_clip(job: tuple[Path, int, int, str, str, Cues]) -> tuple[int, dict]:
     """Generate clip `index` and write its wav and avi (temp names, then rename)."""
     out_dir, seed, index, emotion, stem, cues = job
     audio, frames, info = generate_clip(seed, index, emotion, cues)
-    tmp = out_dir / ".synth-tmp"
+    tmp = out_dir / TMP_DIR
     for ext, write in (
         (".wav", lambda p: sf.write(str(p), audio, SAMPLE_RATE, subtype="PCM_16", format="WAV")),
         (".avi", lambda p: _write_video(p, frames)),
@@ -430,7 +450,7 @@ def _make_clip(job: tuple[Path, int, int, str, str, Cues]) -> tuple[str, dict]:
         tmp_path = tmp / f"{emotion}-{stem}{ext}"
         write(tmp_path)
         os.replace(tmp_path, out_dir / emotion / f"{stem}{ext}")
-    return f"{emotion}/{stem}", info
+    return index, info
 
 
 def _splits(rng: np.random.Generator, count: int) -> list[str]:
@@ -441,10 +461,48 @@ def _splits(rng: np.random.Generator, count: int) -> list[str]:
     return [names[i] for i in rng.permutation(count)]
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+def _atomic_write_text(path: Path, text: str, tmp_dir: Path) -> None:
+    """Writes path through a temporary file in tmp_dir (TMP_DIR: a stopped run's leftovers stay
+    there, where the next run removes them), then renames it."""
+    tmp = tmp_dir / f"{path.name}.tmp"
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def corpus_settings(clips: int, seed: int, classes: tuple[str, ...], cues: Cues) -> dict:
+    """What defines a corpus (the same settings give the same bytes), as corpus.json has it."""
+    settings = {"name": CORPUS_NAME, "generator": __name__, "version": GENERATOR_VERSION,
+                "seed": seed, "classes": list(classes), "num_clips": clips,
+                "cues": dataclasses.asdict(cues)}
+    return json.loads(json.dumps(settings))  # tuples as lists, as read back from JSON
+
+
+def _existing_corpus(out: Path, settings: dict) -> dict | None:
+    """corpus.json of out if out holds this corpus finished; None if out is absent, empty or
+    holds this corpus unfinished. Raises FileExistsError if out holds something else and
+    ValueError if it holds a corpus with other settings."""
+    if not out.exists() or not any(out.iterdir()):
+        return None
+    for path in (out / "corpus.json", out / TMP_DIR / SETTINGS_FILE):
+        try:
+            found = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(found, dict) or found.get("name") != CORPUS_NAME:
+            continue
+        changed = [f"{k} {found.get(k)!r} -> {v!r}" for k, v in settings.items()
+                   if found.get(k) != v]
+        finished = path.name == "corpus.json"
+        if changed:
+            what, advice = (("a", "") if finished else
+                            ("an unfinished", "finish it with its own settings, "))
+            raise ValueError(f"{out} holds {what} synthetic corpus with other settings "
+                             f"({'; '.join(changed)}); {advice}write to another folder or "
+                             "delete this one")
+        return found if finished else None
+    raise FileExistsError(f"{out} is not empty and holds no avfbp synthetic corpus (no "
+                          f"corpus.json or {TMP_DIR}/{SETTINGS_FILE}); choose a new or empty "
+                          "folder")
 
 
 def write_corpus(
@@ -455,32 +513,50 @@ def write_corpus(
     cues: Cues = Cues(),
     workers: int = 1,
 ) -> dict:
-    """Write the corpus into out_dir (absent or empty); returns the corpus.json content.
+    """Writes the corpus into out_dir; returns the corpus.json content.
 
-    Clip i has class classes[i % len(classes)] and stem f"clip{i:05d}". corpus.json is written
-    last, so a directory with corpus.json is complete.
+    Clip i has class classes[i % len(classes)] and stem f"clip{i:05d}". out_dir must be absent,
+    empty, or hold this corpus: an unfinished one (stopped by Ctrl-C, a kill, a crash) is
+    finished, keeping its whole clips, with the bytes an uninterrupted run writes; a finished one
+    is left as it is. OUT_DIR/.synth-tmp/settings.json, written first, marks an unfinished
+    corpus; corpus.json, written last, a finished one.
     """
     unknown = [c for c in classes if c not in EMOTIONS]
     if unknown or len(classes) < 2 or len(set(classes)) != len(classes):
         raise ValueError(f"classes must be 2+ distinct names from {sorted(EMOTIONS)}: {classes}")
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty")
-    (out / ".synth-tmp").mkdir(parents=True, exist_ok=True)
+    settings = corpus_settings(clips, seed, classes, cues)
+    tmp = out / TMP_DIR
+    finished = _existing_corpus(out, settings)
+    if finished is not None:
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a run stopped right after corpus.json
+        return finished
+    tmp.mkdir(parents=True, exist_ok=True)
+    for path in tmp.iterdir():  # partial files of a stopped run
+        if path.name != SETTINGS_FILE:
+            path.unlink()
+    _atomic_write_text(tmp / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n", tmp)
     for name in classes:
         (out / name).mkdir(exist_ok=True)
-    jobs = [
-        (out, seed, i, classes[i % len(classes)], f"clip{i:05d}", cues) for i in range(clips)
-    ]
-    if workers > 1:
-        import multiprocessing
-
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            results = list(pool.map(_make_clip, jobs, chunksize=8))
-    else:
-        results = [_make_clip(job) for job in jobs]
-    (out / ".synth-tmp").rmdir()
+    infos, jobs = {}, []
+    for i in range(clips):
+        emotion, stem = classes[i % len(classes)], f"clip{i:05d}"
+        if all((out / emotion / f"{stem}{ext}").exists() for ext in (".wav", ".avi")):
+            infos[i] = clip_info(seed, i, cues)  # written whole by a stopped run
+        else:
+            jobs.append((out, seed, i, emotion, stem, cues))
+    try:
+        if workers > 1 and len(jobs) > 1:
+            with interrupt.process_pool(min(workers, len(jobs))) as pool:
+                infos.update(pool.imap_unordered(_make_clip, jobs))
+        else:
+            infos.update(map(_make_clip, jobs))
+    except interrupt.Interrupted as e:
+        done = sum((out / classes[i % len(classes)] / f"clip{i:05d}.avi").exists()
+                   for i in range(clips))
+        raise e.with_message(f"interrupted with {done} of {clips} clips of {out} written; run the "
+                             "same command to resume") from None
+    results = [(f"{classes[i % len(classes)]}/clip{i:05d}", infos[i]) for i in range(clips)]
 
     split_rng = np.random.default_rng([seed, 2**32])
     split_of, counts = {}, {}
@@ -493,9 +569,9 @@ def write_corpus(
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["clip", "split"])
     writer.writerows([clip, split_of[clip]] for clip, _ in results)
-    _atomic_write_text(out / "splits.csv", buffer.getvalue())
+    _atomic_write_text(out / "splits.csv", buffer.getvalue(), tmp)
     meta = {
-        "name": "avfbp-synthetic",
+        "name": CORPUS_NAME,
         "generator": __name__,
         "version": GENERATOR_VERSION,
         "seed": seed,
@@ -508,12 +584,14 @@ def write_corpus(
         "cues": dataclasses.asdict(cues),
         "clip_info": dict(results),
     }
-    _atomic_write_text(out / "corpus.json", json.dumps(meta, indent=1) + "\n")
+    _atomic_write_text(out / "corpus.json", json.dumps(meta, indent=1) + "\n", tmp)
+    shutil.rmtree(tmp)
     return meta
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("out_dir", help="output directory (must be absent or empty)")
+    parser.add_argument("out_dir", help="output directory: absent, empty, or an unfinished "
+                        "corpus of the same settings (it is finished)")
     parser.add_argument("--clips", type=int, default=DEFAULT_CLIPS, help="number of clips")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -535,11 +613,16 @@ def run(args: argparse.Namespace) -> int:
     cues = dataclasses.replace(Cues(), min_seconds=args.min_seconds, max_seconds=args.max_seconds)
     cues = cues.scaled(audio=args.audio_cue, video=args.video_cue)
     start = time.perf_counter()
+    finished = (Path(args.out_dir) / "corpus.json").exists()
     try:
         meta = write_corpus(args.out_dir, args.clips, args.seed, classes, cues, args.workers)
     except (ValueError, FileExistsError) as e:
-        print(f"avfbp synth: error: {e}")
+        print(f"avfbp synth: error: {e}", file=sys.stderr)
         return 2
+    if finished:
+        print(f"{args.out_dir} already holds this corpus ({meta['num_clips']} clips); "
+              "nothing to do")
+        return 0
     seconds = time.perf_counter() - start
     size = sum(f.stat().st_size for f in Path(args.out_dir).rglob("*") if f.is_file())
     print(

@@ -22,14 +22,17 @@ from avfbp_jax.train.presets import base_config
 CONFIG_FILE = "config.json"
 
 
-class _SkipMissingMetricsWarning(logging.Filter):
-    """Periodic saves carry no validation metrics by design; Orbax warns about each one."""
+class _SkipExpectedWarnings(logging.Filter):
+    """Orbax warns about every periodic save (they carry no validation metrics by design) and
+    about a save at a preemption sync point (the run says so itself when it stops)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "did not provide metrics" not in record.getMessage()
+        message = record.getMessage()
+        return ("did not provide metrics" not in message
+                and "Reached preemption sync point" not in message)
 
 
-logging.getLogger("absl").addFilter(_SkipMissingMetricsWarning())
+logging.getLogger("absl").addFilter(_SkipExpectedWarnings())
 CHECKPOINTS = "checkpoints"
 
 

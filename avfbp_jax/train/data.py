@@ -2,8 +2,9 @@
 (or written by an older version of the cache format).
 
 Experiments on the embedded synthetic corpus carry a `config.data.synthetic` block (clips, seed);
-for them a missing corpus is generated with avfbp_jax.data.synthetic. A missing cache is then
-written by `avfbp prepare` with the data config's settings. Real corpora must exist already.
+for them a missing (or unfinished) corpus is generated with avfbp_jax.data.synthetic. A missing
+(or unfinished) cache is then written by `avfbp prepare` with the data config's settings. Both
+resume where an interrupted run stopped. Real corpora must exist already.
 """
 
 import json
@@ -33,8 +34,11 @@ def ensure_cache(data: ml_collections.ConfigDict) -> None:
 
         print(f"generating the synthetic corpus ({synthetic.clips} clips, seed {synthetic.seed}) "
               f"in {data.corpus_dir}", flush=True)
-        write_corpus(data.corpus_dir, clips=synthetic.clips, seed=synthetic.seed,
-                     workers=data.workers)
+        try:  # finishes a corpus that an interrupted run left unfinished
+            write_corpus(data.corpus_dir, clips=synthetic.clips, seed=synthetic.seed,
+                         workers=data.workers)
+        except (ValueError, FileExistsError) as e:
+            raise RunSetupError(f"config.data.corpus_dir: {e}") from None
     if not os.path.isdir(data.corpus_dir):
         raise RunSetupError(f"config.data.corpus_dir={data.corpus_dir!r} does not exist")
     _prepare(data)

@@ -1,7 +1,8 @@
 """train_and_evaluate(config, workdir): the whole training run, resumable from its workdir.
 
 Rerunning with the same workdir continues from the latest checkpoint (state, optimizer, step and
-loader position), so a killed run ends with the same parameters as an uninterrupted one.
+loader position), so a killed run ends with the same parameters as an uninterrupted one. Ctrl-C
+or SIGTERM stops a run at the next step, which is saved first, so such a run loses no step.
 """
 
 import json
@@ -14,6 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from avfbp_jax import interrupt
 from avfbp_jax.data.cache import FeatureCache
 from avfbp_jax.data.corpora import split_indices
 from avfbp_jax.data.loader import TrainLoader, eval_batches
@@ -184,56 +186,67 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     bar = report.ProgressBar(tc.num_steps, "train", start=start) if lead else None
     t0 = time.perf_counter()
     pending = []  # on-device metrics since the last log
-    step = start
-    while step < tc.num_steps:
-        batch = parallel.shard_batch(next(loader), mesh)
-        trace.before(step + 1)
-        state, step_metrics = train_step(state, batch)
-        step += 1
-        trace.after(step, state)
-        meter.add(train_step.last_flops)
-        meter.exclude(train_step.last_compile_s)
-        pending.append(step_metrics)
-        is_last = step == tc.num_steps
-        do_eval = is_last or (tc.eval_every and step % tc.eval_every == 0)
-        do_save = do_eval or (tc.checkpoint_every and step % tc.checkpoint_every == 0)
-        if step % tc.log_every == 0 or do_save:
-            means = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[-1]}
-            means["finite"] = min(float(m["finite"]) for m in pending)
-            pending = []
-            _check_finite(step, means, checkpointer)
-            rates = meter.window()
-            train_values = {f"train/{k}": v for k, v in means.items() if k != "finite"}
-            train_values.update({f"perf/{k}": v for k, v in rates.items()})
-            tb.scalars(step, train_values)
-            history.add(step, train_values)
-            if bar:
-                speed = (f" {rates['samples_per_s']:.1f} samples/s "
-                         f"{rates['tflops_per_device']:.3g} TFLOP/s/device "
-                         f"{100 * rates['utilization']:.1f}% MFU") if rates else ""
-                bar.update(step, f"loss {means['loss']:.3f} acc {means['accuracy']:.2f}{speed}")
-        if do_eval:
-            if bar:
-                bar.close()
-            values = validate(step)
-            if lead:
-                print(f"step {step}: val WA {values['val/wa']:.4f} UA {values['val/ua']:.4f} "
-                      f"loss {values['val/loss']:.4f}", flush=True)
-            checkpointer.save(step, state, loader.get_state(), metrics=values)
-        elif do_save:
-            checkpointer.save(step, state, loader.get_state())
-        if do_save:
-            meter.restart()  # evaluation and saving are not training time
-        if lead and (do_save or step % tc.log_every == 0):
-            history.write()
-        if step == tc.kill_at_step:
-            os.kill(os.getpid(), signal.SIGKILL)
-    if bar:
-        bar.close()
-    train_time = time.perf_counter() - t0
-    throughput = meter.summary(train_step.compile_s)
-    loader.close()
-    checkpointer.wait()
+    step, stopping = start, False
+    # Ctrl-C / SIGTERM: finish the step, save it (data position included) and stop; the same
+    # step on every process. A second signal exits at once.
+    with interrupt.StepStop() as stop:
+        while step < tc.num_steps and not stopping:
+            batch = parallel.shard_batch(next(loader), mesh)
+            trace.before(step + 1)
+            state, step_metrics = train_step(state, batch)
+            step += 1
+            trace.after(step, state)
+            meter.add(train_step.last_flops)
+            meter.exclude(train_step.last_compile_s)
+            pending.append(step_metrics)
+            stopping = stop.reached(step)
+            is_last = step == tc.num_steps
+            do_eval = is_last or (tc.eval_every and step % tc.eval_every == 0)
+            do_save = (do_eval or stopping
+                       or (tc.checkpoint_every and step % tc.checkpoint_every == 0))
+            if step % tc.log_every == 0 or do_save:
+                means = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[-1]}
+                means["finite"] = min(float(m["finite"]) for m in pending)
+                pending = []
+                _check_finite(step, means, checkpointer)
+                rates = meter.window()
+                train_values = {f"train/{k}": v for k, v in means.items() if k != "finite"}
+                train_values.update({f"perf/{k}": v for k, v in rates.items()})
+                tb.scalars(step, train_values)
+                history.add(step, train_values)
+                if bar:
+                    speed = (f" {rates['samples_per_s']:.1f} samples/s "
+                             f"{rates['tflops_per_device']:.3g} TFLOP/s/device "
+                             f"{100 * rates['utilization']:.1f}% MFU") if rates else ""
+                    bar.update(step, f"loss {means['loss']:.3f} acc {means['accuracy']:.2f}"
+                                     f"{speed}")
+            if do_eval:
+                if bar:
+                    bar.close()
+                values = validate(step)
+                if lead:
+                    print(f"step {step}: val WA {values['val/wa']:.4f} UA {values['val/ua']:.4f} "
+                          f"loss {values['val/loss']:.4f}", flush=True)
+                checkpointer.save(step, state, loader.get_state(), metrics=values)
+            elif do_save:
+                checkpointer.save(step, state, loader.get_state())
+            if do_save:
+                meter.restart()  # evaluation and saving are not training time
+            if lead and (do_save or step % tc.log_every == 0):
+                history.write()
+            if step == tc.kill_at_step:
+                os.kill(os.getpid(), signal.SIGKILL)
+        if bar:
+            bar.close()
+        train_time = time.perf_counter() - t0
+        throughput = meter.summary(train_step.compile_s)
+        loader.close()
+        checkpointer.wait()  # a signal now still waits for the last save
+        if stopping or stop.requested():
+            checkpointer.close()
+            tb.close()
+            raise stop.interrupted(f"interrupted at step {step}; checkpoint saved; run the same "
+                                   "command to resume")
     best = checkpointer.best_step()
     checkpointer.close()
 

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from data_helpers import (
 
 from avfbp_jax import cli
 from avfbp_jax.data import cache as cache_lib
+from avfbp_jax.data import prepare as prepare_lib
 from avfbp_jax.data.cache import FeatureCache
 from avfbp_jax.data.corpora import IEMOCAP_CLASSES
 from avfbp_jax.data.faces import FaceCropper
@@ -112,6 +114,35 @@ def test_prepare_resumes_and_parallel_matches(tmp_path, capsys):
 
     assert prepare(tmp_path / "corpus", cache, "--fps", "5") == 2
     assert "prepared with other settings (fps=10.0)" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_with_one_line_and_the_rerun_finishes(tmp_path, capsys, monkeypatch):
+    """A SIGINT while the third clip is decoded: status 130, one line, whole clip files only and
+    no index; the same command then finishes the cache as an uninterrupted run writes it."""
+    make_corpus(tmp_path / "corpus")
+    assert prepare(tmp_path / "corpus", tmp_path / "uninterrupted") == 0
+    real, calls = prepare_lib._prepare_one, []
+
+    def ctrl_c_at_the_third_clip(job):
+        calls.append(job)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGINT)
+        return real(job)
+
+    monkeypatch.setattr(prepare_lib, "_prepare_one", ctrl_c_at_the_third_clip)
+    cache = tmp_path / "cache"
+    capsys.readouterr()
+    assert prepare(tmp_path / "corpus", cache) == 130
+    err = capsys.readouterr().err  # the progress bar's lines, then one line
+    assert "Traceback" not in err and err.splitlines()[-1] == (
+        f"avfbp prepare: interrupted with 2 of 8 clips in {cache}; run the same command to resume")
+    assert sorted(os.listdir(cache / "clips")) == ["happy__h0.npz", "happy__h1.npz"]
+    assert not (cache / "index.json").exists()
+    monkeypatch.undo()
+    assert prepare(tmp_path / "corpus", cache) == 0
+    assert "(2 new, 2 reused)" in capsys.readouterr().out
+    done, expected = FeatureCache(str(cache)), FeatureCache(str(tmp_path / "uninterrupted"))
+    assert done.records == expected.records and done.skipped == expected.skipped
 
 
 def test_all_bad_corpus_fails_with_one_line(tmp_path, capsys):

@@ -4,6 +4,13 @@ import csv
 import dataclasses
 import hashlib
 import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import cv2
 import numpy as np
@@ -103,7 +110,7 @@ def test_cues_sit_in_the_segment_and_in_the_designed_modality():
     assert rms(happy_audio) > rms(neutral_audio)
 
 
-def test_cli_writes_corpus_and_refuses_a_non_empty_directory(tmp_path, capsys):
+def test_cli_writes_corpus_and_refuses_other_folders(tmp_path, capsys):
     out = tmp_path / "c"
     argv = ["synth", str(out), "--clips", "4", "--seed", "1", "--classes", "happy,sad",
             "--min-seconds", "1.5", "--max-seconds", "1.6", "--workers", "1"]
@@ -111,6 +118,75 @@ def test_cli_writes_corpus_and_refuses_a_non_empty_directory(tmp_path, capsys):
     meta = json.loads((out / "corpus.json").read_text())
     assert meta["classes"] == ["happy", "sad"] and meta["num_clips"] == 4
     assert "wrote 4 clips" in capsys.readouterr().out
-    assert cli.main(argv) == 2
-    assert "not empty" in capsys.readouterr().out
+    before = _hashes(out)
+    assert cli.main(argv) == 0  # the same command again: nothing to do
+    assert "already holds this corpus" in capsys.readouterr().out
+    assert _hashes(out) == before
+    assert cli.main([*argv[:5], "2", *argv[6:]]) == 2
+    assert "other settings (seed 1 -> 2)" in capsys.readouterr().err
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not a corpus")
+    assert cli.main(["synth", str(tmp_path / "mine"), "--clips", "4"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds no avfbp synthetic corpus" in err
     assert cli.main(["synth", str(tmp_path / "d"), "--classes", "happy,bored"]) == 2
+
+
+def _unfinish(corpus, out):
+    """A copy of corpus as a run stopped midway leaves it: some clips missing or half there (the
+    wav renamed into place, the avi not), temporary files, no splits.csv or corpus.json."""
+    shutil.copytree(corpus, out)
+    meta = json.loads((out / "corpus.json").read_text())
+    (out / "corpus.json").unlink()
+    (out / "splits.csv").unlink()
+    for clip in ("neutral/clip00004", "happy/clip00005"):
+        (out / f"{clip}.wav").unlink()
+        (out / f"{clip}.avi").unlink()
+    (out / "sad/clip00007.avi").unlink()
+    tmp = out / synthetic.TMP_DIR
+    tmp.mkdir()
+    settings = synthetic.corpus_settings(meta["num_clips"], meta["seed"],
+                                         tuple(meta["classes"]), SHORT)
+    (tmp / synthetic.SETTINGS_FILE).write_text(json.dumps(settings))
+    (tmp / "sad-clip00007.avi").write_bytes(b"RIFF half an avi")
+
+
+def test_an_unfinished_corpus_is_finished_with_the_same_bytes(corpus, tmp_path):
+    out = tmp_path / "unfinished"
+    _unfinish(corpus, out)
+    with pytest.raises(ValueError, match="unfinished synthetic corpus with other settings"):
+        synthetic.write_corpus(out, clips=8, seed=4, cues=SHORT, workers=1)
+    synthetic.write_corpus(out, clips=8, seed=3, cues=SHORT, workers=2)
+    assert _hashes(out) == _hashes(corpus)
+    assert not (out / synthetic.TMP_DIR).exists()
+
+
+def test_clip_info_is_what_generate_clip_returns():
+    for index, emotion in ((0, "neutral"), (7, "sad")):
+        assert synthetic.clip_info(3, index, SHORT) == synthetic.generate_clip(
+            3, index, emotion, SHORT)[2]
+
+
+@pytest.mark.slow  # about 15 s: two corpora of 40 default clips
+def test_ctrl_c_during_generation_then_rerun_gives_the_uninterrupted_corpus(tmp_path):
+    """Ctrl-C in a terminal (SIGINT to the whole process group: the command and its workers)
+    while `avfbp synth` writes a default corpus: one line, status 130, and the same command
+    then finishes it with the bytes of an uninterrupted run."""
+    out = tmp_path / "interrupted"
+    argv = [sys.executable, "-m", "avfbp_jax.cli", "synth", str(out), "--clips", "40",
+            "--seed", "5", "--workers", "2"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    while proc.poll() is None and not list(out.glob("*/clip*.avi")):  # a first clip is written
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout + stderr
+    assert re.fullmatch(rf"avfbp synth: interrupted with \d+ of 40 clips of {out} written; run "
+                        r"the same command to resume\n", stderr), stderr
+    written = int(re.search(r"with (\d+) of", stderr).group(1))
+    assert 1 <= written < 40 and not (out / "corpus.json").exists()
+    rerun = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0 and "wrote 40 clips" in rerun.stdout, rerun.stderr
+    synthetic.write_corpus(tmp_path / "uninterrupted", clips=40, seed=5, workers=1)
+    assert _hashes(out) == _hashes(tmp_path / "uninterrupted")

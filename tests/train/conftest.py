@@ -83,7 +83,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 @pytest.fixture(scope="session")
-def runner(tmp_path_factory, tiny_cache):
+def train_cli(tmp_path_factory, tiny_cache):
+    """(root, command): command(workdir, *overrides, devices=8) gives the argv and environment of
+    a whole `avfbp train` run of the tiny experiment (a shared persistent compilation cache)."""
     root = tmp_path_factory.mktemp("resume")
     config_file = root / "tiny_experiment.py"
     config_file.write_text(
@@ -95,7 +97,7 @@ def runner(tmp_path_factory, tiny_cache):
     )
     cache_dir = str(root / "jax_cache")
 
-    def run(workdir, *overrides, devices=8):
+    def command(workdir, *overrides, devices=8):
         env = dict(os.environ)
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
         env["JAX_PLATFORMS"] = "cpu"
@@ -104,6 +106,17 @@ def runner(tmp_path_factory, tiny_cache):
         env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
         cmd = [sys.executable, "-m", "avfbp_jax.train.main", "--config", str(config_file),
                "--workdir", str(workdir), *[f"--config.{o}" for o in overrides]]
+        return cmd, env
+
+    return root, command
+
+
+@pytest.fixture(scope="session")
+def runner(train_cli):
+    root, command = train_cli
+
+    def run(workdir, *overrides, devices=8):
+        cmd, env = command(workdir, *overrides, devices=devices)
         return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
                               timeout=600)
 
