@@ -38,7 +38,8 @@ Every row has its physical floor beside it: max(FLOPs / GEMM peak, bytes / memor
 the GEMM peak the fastest GEMM of that dtype in the same rounds (a large square GEMM in XLA, torch
 or numpy, or one of the floors at the kernel's shapes) and the bandwidth a large device-to-device
 copy (jax on accelerators, numpy on CPU), all timed in the same rounds as that shape's variants so
-that machine load hits them alike.
+that machine load hits them alike. One more call of each variant counts its minor page faults and
+host CPU time (all threads), which load from other processes barely changes.
 
   python3 tools/bench_fbp.py --out /tmp/bench_fbp.json [--plot /tmp/bench_fbp.png]
   python3 tools/bench_fbp.py --quick --out /tmp/q.json      # tiny sweep, seconds
@@ -50,7 +51,9 @@ import argparse
 import importlib
 import math
 import os
+import resource
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -382,6 +385,18 @@ def bandwidth_variant() -> tuple[bc.Variant, float]:
     return bc.Variant("copy|device", lambda: f(src)), 2 * src.nbytes
 
 
+def host_cost(v: bc.Variant) -> tuple[int, float]:
+    """(minor page faults, host CPU seconds of all threads) of one more call of v.
+
+    Load from other processes barely changes either, so they back the timed ratios on a shared
+    machine: XLA:CPU takes fresh pages for a call's temporaries and each first touch faults.
+    """
+    faults, cpu = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.process_time()
+    v.sync(v.call())
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults,
+            time.process_time() - cpu)
+
+
 # ----------------------------------------------------------------------------- one shape
 def bench_shape(dims: Dims, dtype: str, b: int, *, modes: Sequence[str], impls: Sequence[str],
                 rounds: int, warmup: int, target_s: float, gemm_size: int, torch,
@@ -441,6 +456,7 @@ def bench_shape(dims: Dims, dtype: str, b: int, *, modes: Sequence[str], impls: 
     rows = []
     for name, mode, v in entries:
         t = timings[v.name]
+        faults, cpu_s = host_cost(v)
         fl = flops.get((name, mode), kernel_flops(b, m, n, k, o, mode))
         nbytes = min_bytes(name, mode, b, m, n, k, o, itemsize)
         compute_ms, memory_ms = 1e3 * fl / (machine_peak * 1e9), 1e3 * nbytes / (bandwidth * 1e9)
@@ -455,7 +471,8 @@ def bench_shape(dims: Dims, dtype: str, b: int, *, modes: Sequence[str], impls: 
                      "bandwidth_gb_per_s": bandwidth, "compute_floor_ms": compute_ms,
                      "memory_floor_ms": memory_ms,
                      "x_physical": t.median * 1e3 / max(compute_ms, memory_ms),
-                     "input_copies": copies, **t.as_dict()})
+                     "input_copies": copies, "minor_faults_per_call": faults,
+                     "host_cpu_ms_per_call": cpu_s * 1e3, **t.as_dict()})
     for r in rows:
         floor = next((q for q in rows if q["variant"] == "floor" and q["mode"] == r["mode"]), None)
         r["x_floor"] = r["median_s"] / floor["median_s"] if floor else None
@@ -609,7 +626,8 @@ def columns(backend: str) -> list[tuple[str, str, str]]:
             ("pct_machine_peak", "%peak", ".1f"), ("x_floor", "x floor", ".2f"),
             ("compute_floor_ms", "FLOP floor ms", ".3f"), ("memory_floor_ms", "byte floor ms",
                                                            ".3f"),
-            ("x_physical", "x phys", ".2f")]
+            ("x_physical", "x phys", ".2f"), ("minor_faults_per_call", "faults", "d"),
+            ("host_cpu_ms_per_call", "host CPU ms", ".0f")]
 
 
 def report(result: dict[str, Any], markdown: bool = False) -> str:

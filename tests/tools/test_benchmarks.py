@@ -99,6 +99,7 @@ def test_bench_fbp_quick_writes_json(tmp_path):
         assert math.isclose(r["x_physical"],
                             r["ms"] / max(r["compute_floor_ms"], r["memory_floor_ms"]))
         assert r["input_copies"] > 1  # tiny inputs fit in a cache: the calls rotate
+        assert r["minor_faults_per_call"] >= 0 and r["host_cpu_ms_per_call"] >= 0
         if r["variant"] == "fbp" and r["dtype"] == "f32":  # 4-byte inputs, weights, biases, out
             reads = 4 * (b * (m + n) + (m + n) * k * o + 2 * k * o)
             assert r["bytes"] == (reads + 4 * b * o if r["mode"] == "fwd"
