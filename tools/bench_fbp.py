@@ -73,6 +73,7 @@ IMPLS = ("floor", "xla", "pallas", "torch", "naive")
 MFB_DIMS = (512, 512, 5, 1000)  # the original MFB size: the issue's targets are stated here
 CACHE_BYTES = 64 * 2**20  # inputs smaller than this are rotated over copies (see `copies_for`)
 PALLAS_RESIDUALS = ("recompute", "keep")
+KERNEL_ARGS = ("x", "y", "w_x", "w_y", "b_x", "b_y")  # fbp's positional arrays, in order
 
 Dims = tuple[int, int, int, int]
 Entry = tuple[str, str, bc.Variant]  # (variant name, mode, timed callable)
@@ -188,28 +189,31 @@ def _jax_entry(name: str, mode: str, f: Callable[..., Any], nargs: int,
     return name, mode, bc.Variant(f"{name}|{mode}", rotating(fn, arg_sets))
 
 
+def _kernel_args(sets: list[dict[str, Any]], mode: str, extra: Sequence[Any] = ()
+                 ) -> list[list[Any]]:
+    """Per input copy: the kernel's six arrays, `extra`, and for fwd+bwd the cotangent g."""
+    return [[*(s[a] for a in KERNEL_ARGS), *extra, *([s["g"]] if mode == "fwd+bwd" else [])]
+            for s in sets]
+
+
 def xla_variants(sets: list[dict[str, jax.Array]], k: int, modes: Sequence[str],
                  impls: Sequence[str]) -> list[Entry]:
     """The XLA floor and `fbp` (with and without dropout) in the modes asked for."""
-    six = [[s[a] for a in ("x", "y", "w_x", "w_y", "b_x", "b_y")] for s in sets]
-    key = jax.random.key(1)
     plain = lambda x, y, wx, wy, bx, by: fbp_kernel(x, y, wx, wy, bx, by, k=k)
     drop = lambda x, y, wx, wy, bx, by, rng: fbp_kernel(
         x, y, wx, wy, bx, by, k=k, dropout_rate=DROPOUT, dropout_rng=rng)
     out = []
     for mode in modes:
-        bwd = mode == "fwd+bwd"
         if "floor" in impls:
-            args = [a[:4] + ([(s["g_x"], s["g_y"])] if bwd else []) for a, s in
-                    zip(six, sets, strict=True)]
+            bwd = mode == "fwd+bwd"
+            args = [[s["x"], s["y"], s["w_x"], s["w_y"], *([(s["g_x"], s["g_y"])] if bwd else [])]
+                    for s in sets]
             out.append(_jax_entry("floor", mode, floor_fn, 4, args))
         if "xla" in impls:
-            out.append(_jax_entry("fbp", mode, plain, 6,
-                                  [a + [s["g"]] if bwd else a for a, s in
-                                   zip(six, sets, strict=True)]))
-            if bwd:
+            out.append(_jax_entry("fbp", mode, plain, 6, _kernel_args(sets, mode)))
+            if mode == "fwd+bwd":
                 out.append(_jax_entry("fbp+dropout", mode, drop, 6,
-                                      [[*a, key, s["g"]] for a, s in zip(six, sets, strict=True)]))
+                                      _kernel_args(sets, mode, [jax.random.key(1)])))
     return out
 
 
@@ -217,16 +221,13 @@ def pallas_variants(sets: list[dict[str, jax.Array]], k: int, modes: Sequence[st
                     ) -> list[Entry]:
     """avfbp_jax.ops.fbp_pallas: one forward, and fwd+bwd once per residual strategy."""
     fbp_pallas = importlib.import_module("avfbp_jax.ops.fbp_pallas").fbp_pallas
-    six = [[s[a] for a in ("x", "y", "w_x", "w_y", "b_x", "b_y")] for s in sets]
     out = []
     for mode in modes:
         for residuals in (PALLAS_RESIDUALS[:1] if mode == "fwd" else PALLAS_RESIDUALS):
             f = lambda x, y, wx, wy, bx, by, residuals=residuals: fbp_pallas(
                 x, y, wx, wy, bx, by, k=k, residuals=residuals)
             name = "pallas" if mode == "fwd" else f"pallas:{residuals}"
-            args = [a + [s["g"]] if mode == "fwd+bwd" else a for a, s in
-                    zip(six, sets, strict=True)]
-            out.append(_jax_entry(name, mode, f, 6, args))
+            out.append(_jax_entry(name, mode, f, 6, _kernel_args(sets, mode)))
     return out
 
 
@@ -292,8 +293,7 @@ def torch_variants(torch, sets: list[dict[str, np.ndarray]], k: int, dtype: str,
             out.append(("floor:torch", mode, bc.Variant(f"floor:torch|{mode}", call, sync)))
     if "torch" not in impls:
         return out
-    params = [[t[name].clone().requires_grad_(True) for name in
-               ("x", "y", "w_x", "w_y", "b_x", "b_y")] for t in tsets]
+    params = [[t[name].clone().requires_grad_(True) for name in KERNEL_ARGS] for t in tsets]
     eager = torch_twin(torch)
     twins = [("torch", eager)]
     if compile_:
