@@ -544,6 +544,11 @@ def torch_device_for(backend: str, notes: list[str]):
     notes.append(f"PyTorch twin agrees with avfbp_jax.ops.fbp: max |diff| {twin_err:.1e} (f32)")
     if twin_err > 1e-4:
         raise SystemExit(f"PyTorch twin disagrees with the JAX kernel: {twin_err}")
+    if device == "cuda":
+        notes.append(f"f32 GEMM precision: torch {torch.get_float32_matmul_precision()!r}"
+                     f" ('highest' = no TF32), jax_default_matmul_precision"
+                     f" {jax.config.jax_default_matmul_precision!r} (None = XLA's default,"
+                     f" which may use TF32 for f32 on this GPU)")
     return torch, device
 
 
