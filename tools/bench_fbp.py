@@ -273,24 +273,9 @@ def torch_variants(torch, sets: list[dict[str, np.ndarray]], k: int, dtype: str,
               for name, a in s.items()} for s in sets]
     out = []
     if "floor" in impls:
-        b, ko = tsets[0]["g_x"].shape
-        m, n = tsets[0]["x"].shape[1], tsets[0]["y"].shape[1]
-        # Preallocated outputs: the floor times the GEMMs, not the allocator.
-        p = [torch.empty(b, ko, device=device, dtype=tdt) for _ in range(2)]
-        d = [torch.empty(b, s, device=device, dtype=tdt) for s in (m, n)]
-        w = [torch.empty(s, ko, device=device, dtype=tdt) for s in (m, n)]
-
-        def floor(t, bwd):
-            for i, (v, wv, g) in enumerate(((t["x"], t["w_x"], t["g_x"]),
-                                            (t["y"], t["w_y"], t["g_y"]))):
-                torch.mm(v, wv, out=p[i])
-                if bwd:
-                    torch.mm(g, wv.t(), out=d[i])
-                    torch.mm(v.t(), g, out=w[i])
-
-        for mode in modes:
-            call = rotating(lambda t, bwd=mode == "fwd+bwd": floor(t, bwd), [[t] for t in tsets])
-            out.append(("floor:torch", mode, bc.Variant(f"floor:torch|{mode}", call, sync)))
+        out += gemm_floor("torch", torch.mm, lambda shape: torch.empty(shape, device=device,
+                                                                       dtype=tdt),
+                          tsets, modes, sync)
     if "torch" not in impls:
         return out
     params = [[t[name].clone().requires_grad_(True) for name in KERNEL_ARGS] for t in tsets]
@@ -319,25 +304,28 @@ def torch_variants(torch, sets: list[dict[str, np.ndarray]], k: int, dtype: str,
     return out
 
 
-def numpy_floor(sets: list[dict[str, np.ndarray]], modes: Sequence[str]) -> list[Entry]:
-    """The two (six) GEMMs in numpy into preallocated outputs (CPU, float32)."""
+def gemm_floor(lib: str, mm: Callable[..., Any], empty: Callable[[tuple[int, int]], Any],
+               sets: list[dict[str, Any]], modes: Sequence[str], sync: Callable[[Any], Any]
+               ) -> list[Entry]:
+    """The floor's GEMMs (2 fwd, 6 fwd+bwd) by a library's `mm(a, b, out=c)` into outputs made
+    once by `empty(shape)`: the floor times the GEMMs, not the allocator."""
     b, ko = sets[0]["g_x"].shape
     m, n = sets[0]["x"].shape[1], sets[0]["y"].shape[1]
-    p = [np.empty((b, ko), np.float32) for _ in range(2)]
-    d = [np.empty((b, s), np.float32) for s in (m, n)]
-    w = [np.empty((s, ko), np.float32) for s in (m, n)]
+    p = [empty((b, ko)) for _ in range(2)]
+    d = [empty((b, m)), empty((b, n))]
+    w = [empty((m, ko)), empty((n, ko))]
 
     def floor(s, bwd):
         for i, (v, wv, g) in enumerate(((s["x"], s["w_x"], s["g_x"]),
                                         (s["y"], s["w_y"], s["g_y"]))):
-            np.matmul(v, wv, out=p[i])
+            mm(v, wv, out=p[i])
             if bwd:
-                np.matmul(g, wv.T, out=d[i])
-                np.matmul(v.T, g, out=w[i])
+                mm(g, wv.T, out=d[i])
+                mm(v.T, g, out=w[i])
 
-    return [("floor:numpy", mode, bc.Variant(
-        f"floor:numpy|{mode}", rotating(lambda s, bwd=mode == "fwd+bwd": floor(s, bwd),
-                                        [[s] for s in sets]), lambda _: None))
+    return [(f"floor:{lib}", mode, bc.Variant(
+        f"floor:{lib}|{mode}", rotating(lambda s, bwd=mode == "fwd+bwd": floor(s, bwd),
+                                        [[s] for s in sets]), sync))
             for mode in modes]
 
 
@@ -418,7 +406,8 @@ def bench_shape(dims: Dims, dtype: str, b: int, *, modes: Sequence[str], impls: 
     if "pallas" in impls and run_pallas:
         entries += pallas_variants(jsets, k, modes)
     if "floor" in impls and dtype == "f32" and jax.default_backend() == "cpu":
-        entries += numpy_floor(sets, modes)
+        entries += gemm_floor("numpy", np.matmul, lambda shape: np.empty(shape, np.float32),
+                              sets, modes, lambda _: None)
     if torch is not None and torch_device is not None:
         entries += torch_variants(torch, sets, k, dtype, modes, impls, torch_compile,
                                   torch_device)
