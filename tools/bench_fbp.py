@@ -576,7 +576,8 @@ def run_benchmark(dims: Sequence[Dims], batches: Sequence[int], dtypes: Sequence
             run_pallas = False
 
     info = bc.machine_info()
-    info["env"] = {v: os.environ.get(v) for v in ("XLA_FLAGS", "GLIBC_TUNABLES",
+    # Settings that change CPU speed without changing numbers (the allocator: see the README).
+    info["env"] = {v: os.environ.get(v) for v in ("XLA_FLAGS", "LD_PRELOAD", "GLIBC_TUNABLES",
                                                    "OMP_NUM_THREADS")}
     log(f"# bench_fbp on {bc.describe_machine(info)}")
     peak_seen = {}  # latest XLA GEMM GFLOP/s per dtype (the naive layer's time estimate)
