@@ -10,8 +10,8 @@ For x in R^m and y in R^n the kernel computes
 
 The cost is the two projection GEMMs forward and four more backward; everything else is a few
 elementwise passes over the (B, k*o) projections. `fbp` has a hand-written VJP that keeps those
-passes and buffers few: the forward of a gradient fuses bias, product, dropout and pool into one
-pass and keeps only the bias-free projections; the backward forms d(x W_x) = g_p * (y W_y + b_y) and
+passes and buffers few: the forward fuses bias, product, dropout and pool into one pass and keeps
+only the bias-free projections; the backward forms d(x W_x) = g_p * (y W_y + b_y) and
 d(y W_y) = g_p * (x W_x + b_x), g_p the pooled gradient repeated over k, in one pass each (into
 the buffers of the projections), and feeds them to GEMMs whose dimension numbers need no
 transposed copies. (JAX's derivative of the plain formula also wrote out the biased projections
@@ -78,22 +78,15 @@ def _add_bias(a: jax.Array, b: jax.Array | None) -> jax.Array:
     return a if b is None else a + b.astype(jnp.float32)
 
 
-def _pool(px: jax.Array, py: jax.Array, keep: jax.Array | None, k: int, rate: float, *,
-          strided: bool) -> jax.Array:
-    """z_j = sum_{r<k} (px * py * dropout)[:, j*k + r] for float32 (B, k*o) inputs.
-
-    strided: sum k strided slices instead of reducing the last axis of (B, o, k). Same numbers;
-    they only fuse differently on XLA:CPU. Forward only, the reduce lets XLA fuse the GEMMs, bias,
-    product, pool and normalisation into one kernel with no temporaries; when the projections
-    are kept for the backward pass, the slices fuse bias, product and pool into one pass over
-    them, while the reduce made XLA write out x W_x + b_x and y W_y + b_y first.
-    """
+def _pool(px: jax.Array, py: jax.Array, keep: jax.Array | None, k: int, rate: float
+          ) -> jax.Array:
+    """z_j = sum_{r<k} (px * py * dropout)[:, j*k + r] for float32 (B, k*o) inputs."""
     p = px * py
     if keep is not None:
         p = jnp.where(keep, p / (1.0 - rate), 0.0)
     p = p.reshape(p.shape[0], -1, k)
-    if not strided:
-        return p.sum(axis=-1)
+    # A sum of k strided slices, not a reduce: XLA:CPU fuses it with the bias and the product
+    # into one pass, while a reduce made it write px and py out first.
     z = p[..., 0]
     for r in range(1, k):
         z = z + p[..., r]
@@ -107,18 +100,12 @@ def _normalize_parts(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     return s, sq, lax.rsqrt(jnp.maximum(sq, NORM_FLOOR * NORM_FLOOR))
 
 
-def _forward(x, y, w_x, w_y, b_x, b_y, keep, k, rate, *, for_vjp):
-    """Float32 (B, o) output for (B, m), (B, n) inputs, and the bias-free projections and pooled
-    values the backward pass needs (see `_pool` for `for_vjp`)."""
-    ax, ay = _dot(x, w_x, (1, 0)), _dot(y, w_y, (1, 0))
-    z = _pool(_add_bias(ax, b_x), _add_bias(ay, b_y), keep, k, rate, strided=for_vjp)
-    s, _, r = _normalize_parts(z)
-    return s * r, (ax, ay, z)
-
-
 def _fbp_fwd(x, y, w_x, w_y, b_x, b_y, keep, k, rate):
-    out, kept = _forward(x, y, w_x, w_y, b_x, b_y, keep, k, rate, for_vjp=True)
-    return out, (x, y, w_x, w_y, b_x, b_y, keep, *kept)
+    """Forward pass on (B, m), (B, n) inputs: float32 (B, o) output and the VJP's residuals."""
+    ax, ay = _dot(x, w_x, (1, 0)), _dot(y, w_y, (1, 0))  # bias-free projections, kept
+    z = _pool(_add_bias(ax, b_x), _add_bias(ay, b_y), keep, k, rate)
+    s, _, r = _normalize_parts(z)
+    return s * r, (x, y, w_x, w_y, b_x, b_y, keep, ax, ay, z)
 
 
 def _fbp_bwd(k, rate, res, g):
@@ -148,7 +135,7 @@ def _fbp_bwd(k, rate, res, g):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(7, 8))
 def _fbp_2d(x, y, w_x, w_y, b_x, b_y, keep, k, rate):
-    return _forward(x, y, w_x, w_y, b_x, b_y, keep, k, rate, for_vjp=False)[0]
+    return _fbp_fwd(x, y, w_x, w_y, b_x, b_y, keep, k, rate)[0]
 
 
 _fbp_2d.defvjp(_fbp_fwd, _fbp_bwd)
