@@ -35,9 +35,11 @@ gradient once. The GEMM floors also write their (B, k o) float32 products (fwd) 
 float32 cotangents (fwd+bwd): that is their definition.
 
 Every row has its physical floor beside it: max(FLOPs / GEMM peak, bytes / memory bandwidth), with
-the GEMM peak the fastest library's large square GEMM (XLA, torch, numpy) of that dtype and the
-bandwidth a large device-to-device copy (jax on accelerators, numpy on CPU), all timed in the same
-rounds as that shape's variants so that machine load hits them alike.
+the GEMM peak the fastest GEMM of that dtype in the same rounds (a large square GEMM in XLA, torch
+or numpy, or one of the floors at the kernel's shapes) and the bandwidth a large device-to-device
+copy (jax on accelerators, numpy on CPU), all timed in the same rounds as that shape's variants so
+that machine load hits them alike. One more call of each variant counts its minor page faults and
+host CPU time (all threads), which load from other processes barely changes.
 
   python3 tools/bench_fbp.py --out /tmp/bench_fbp.json [--plot /tmp/bench_fbp.png]
   python3 tools/bench_fbp.py --quick --out /tmp/q.json      # tiny sweep, seconds
@@ -49,7 +51,9 @@ import argparse
 import importlib
 import math
 import os
+import resource
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -69,6 +73,7 @@ IMPLS = ("floor", "xla", "pallas", "torch", "naive")
 MFB_DIMS = (512, 512, 5, 1000)  # the original MFB size: the issue's targets are stated here
 CACHE_BYTES = 64 * 2**20  # inputs smaller than this are rotated over copies (see `copies_for`)
 PALLAS_RESIDUALS = ("recompute", "keep")
+KERNEL_ARGS = ("x", "y", "w_x", "w_y", "b_x", "b_y")  # fbp's positional arrays, in order
 
 Dims = tuple[int, int, int, int]
 Entry = tuple[str, str, bc.Variant]  # (variant name, mode, timed callable)
@@ -184,28 +189,31 @@ def _jax_entry(name: str, mode: str, f: Callable[..., Any], nargs: int,
     return name, mode, bc.Variant(f"{name}|{mode}", rotating(fn, arg_sets))
 
 
+def _kernel_args(sets: list[dict[str, Any]], mode: str, extra: Sequence[Any] = ()
+                 ) -> list[list[Any]]:
+    """Per input copy: the kernel's six arrays, `extra`, and for fwd+bwd the cotangent g."""
+    return [[*(s[a] for a in KERNEL_ARGS), *extra, *([s["g"]] if mode == "fwd+bwd" else [])]
+            for s in sets]
+
+
 def xla_variants(sets: list[dict[str, jax.Array]], k: int, modes: Sequence[str],
                  impls: Sequence[str]) -> list[Entry]:
     """The XLA floor and `fbp` (with and without dropout) in the modes asked for."""
-    six = [[s[a] for a in ("x", "y", "w_x", "w_y", "b_x", "b_y")] for s in sets]
-    key = jax.random.key(1)
     plain = lambda x, y, wx, wy, bx, by: fbp_kernel(x, y, wx, wy, bx, by, k=k)
     drop = lambda x, y, wx, wy, bx, by, rng: fbp_kernel(
         x, y, wx, wy, bx, by, k=k, dropout_rate=DROPOUT, dropout_rng=rng)
     out = []
     for mode in modes:
-        bwd = mode == "fwd+bwd"
         if "floor" in impls:
-            args = [a[:4] + ([(s["g_x"], s["g_y"])] if bwd else []) for a, s in
-                    zip(six, sets, strict=True)]
+            bwd = mode == "fwd+bwd"
+            args = [[s["x"], s["y"], s["w_x"], s["w_y"], *([(s["g_x"], s["g_y"])] if bwd else [])]
+                    for s in sets]
             out.append(_jax_entry("floor", mode, floor_fn, 4, args))
         if "xla" in impls:
-            out.append(_jax_entry("fbp", mode, plain, 6,
-                                  [a + [s["g"]] if bwd else a for a, s in
-                                   zip(six, sets, strict=True)]))
-            if bwd:
+            out.append(_jax_entry("fbp", mode, plain, 6, _kernel_args(sets, mode)))
+            if mode == "fwd+bwd":
                 out.append(_jax_entry("fbp+dropout", mode, drop, 6,
-                                      [[*a, key, s["g"]] for a, s in zip(six, sets, strict=True)]))
+                                      _kernel_args(sets, mode, [jax.random.key(1)])))
     return out
 
 
@@ -213,16 +221,13 @@ def pallas_variants(sets: list[dict[str, jax.Array]], k: int, modes: Sequence[st
                     ) -> list[Entry]:
     """avfbp_jax.ops.fbp_pallas: one forward, and fwd+bwd once per residual strategy."""
     fbp_pallas = importlib.import_module("avfbp_jax.ops.fbp_pallas").fbp_pallas
-    six = [[s[a] for a in ("x", "y", "w_x", "w_y", "b_x", "b_y")] for s in sets]
     out = []
     for mode in modes:
         for residuals in (PALLAS_RESIDUALS[:1] if mode == "fwd" else PALLAS_RESIDUALS):
             f = lambda x, y, wx, wy, bx, by, residuals=residuals: fbp_pallas(
                 x, y, wx, wy, bx, by, k=k, residuals=residuals)
             name = "pallas" if mode == "fwd" else f"pallas:{residuals}"
-            args = [a + [s["g"]] if mode == "fwd+bwd" else a for a, s in
-                    zip(six, sets, strict=True)]
-            out.append(_jax_entry(name, mode, f, 6, args))
+            out.append(_jax_entry(name, mode, f, 6, _kernel_args(sets, mode)))
     return out
 
 
@@ -268,28 +273,12 @@ def torch_variants(torch, sets: list[dict[str, np.ndarray]], k: int, dtype: str,
               for name, a in s.items()} for s in sets]
     out = []
     if "floor" in impls:
-        b, ko = tsets[0]["g_x"].shape
-        m, n = tsets[0]["x"].shape[1], tsets[0]["y"].shape[1]
-        # Preallocated outputs: the floor times the GEMMs, not the allocator.
-        p = [torch.empty(b, ko, device=device, dtype=tdt) for _ in range(2)]
-        d = [torch.empty(b, s, device=device, dtype=tdt) for s in (m, n)]
-        w = [torch.empty(s, ko, device=device, dtype=tdt) for s in (m, n)]
-
-        def floor(t, bwd):
-            for i, (v, wv, g) in enumerate(((t["x"], t["w_x"], t["g_x"]),
-                                            (t["y"], t["w_y"], t["g_y"]))):
-                torch.mm(v, wv, out=p[i])
-                if bwd:
-                    torch.mm(g, wv.t(), out=d[i])
-                    torch.mm(v.t(), g, out=w[i])
-
-        for mode in modes:
-            call = rotating(lambda t, bwd=mode == "fwd+bwd": floor(t, bwd), [[t] for t in tsets])
-            out.append(("floor:torch", mode, bc.Variant(f"floor:torch|{mode}", call, sync)))
+        out += gemm_floor("torch", torch.mm, lambda shape: torch.empty(shape, device=device,
+                                                                       dtype=tdt),
+                          tsets, modes, sync)
     if "torch" not in impls:
         return out
-    params = [[t[name].clone().requires_grad_(True) for name in
-               ("x", "y", "w_x", "w_y", "b_x", "b_y")] for t in tsets]
+    params = [[t[name].clone().requires_grad_(True) for name in KERNEL_ARGS] for t in tsets]
     eager = torch_twin(torch)
     twins = [("torch", eager)]
     if compile_:
@@ -315,25 +304,28 @@ def torch_variants(torch, sets: list[dict[str, np.ndarray]], k: int, dtype: str,
     return out
 
 
-def numpy_floor(sets: list[dict[str, np.ndarray]], modes: Sequence[str]) -> list[Entry]:
-    """The two (six) GEMMs in numpy into preallocated outputs (CPU, float32)."""
+def gemm_floor(lib: str, mm: Callable[..., Any], empty: Callable[[tuple[int, int]], Any],
+               sets: list[dict[str, Any]], modes: Sequence[str], sync: Callable[[Any], Any]
+               ) -> list[Entry]:
+    """The floor's GEMMs (2 fwd, 6 fwd+bwd) by a library's `mm(a, b, out=c)` into outputs made
+    once by `empty(shape)`: the floor times the GEMMs, not the allocator."""
     b, ko = sets[0]["g_x"].shape
     m, n = sets[0]["x"].shape[1], sets[0]["y"].shape[1]
-    p = [np.empty((b, ko), np.float32) for _ in range(2)]
-    d = [np.empty((b, s), np.float32) for s in (m, n)]
-    w = [np.empty((s, ko), np.float32) for s in (m, n)]
+    p = [empty((b, ko)) for _ in range(2)]
+    d = [empty((b, m)), empty((b, n))]
+    w = [empty((m, ko)), empty((n, ko))]
 
     def floor(s, bwd):
         for i, (v, wv, g) in enumerate(((s["x"], s["w_x"], s["g_x"]),
                                         (s["y"], s["w_y"], s["g_y"]))):
-            np.matmul(v, wv, out=p[i])
+            mm(v, wv, out=p[i])
             if bwd:
-                np.matmul(g, wv.T, out=d[i])
-                np.matmul(v.T, g, out=w[i])
+                mm(g, wv.T, out=d[i])
+                mm(v.T, g, out=w[i])
 
-    return [("floor:numpy", mode, bc.Variant(
-        f"floor:numpy|{mode}", rotating(lambda s, bwd=mode == "fwd+bwd": floor(s, bwd),
-                                        [[s] for s in sets]), lambda _: None))
+    return [(f"floor:{lib}", mode, bc.Variant(
+        f"floor:{lib}|{mode}", rotating(lambda s, bwd=mode == "fwd+bwd": floor(s, bwd),
+                                        [[s] for s in sets]), sync))
             for mode in modes]
 
 
@@ -381,6 +373,18 @@ def bandwidth_variant() -> tuple[bc.Variant, float]:
     return bc.Variant("copy|device", lambda: f(src)), 2 * src.nbytes
 
 
+def host_cost(v: bc.Variant) -> tuple[int, float]:
+    """(minor page faults, host CPU seconds of all threads) of one more call of v.
+
+    Load from other processes barely changes either, so they back the timed ratios on a shared
+    machine: XLA:CPU takes fresh pages for a call's temporaries and each first touch faults.
+    """
+    faults, cpu = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.process_time()
+    v.sync(v.call())
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults,
+            time.process_time() - cpu)
+
+
 # ----------------------------------------------------------------------------- one shape
 def bench_shape(dims: Dims, dtype: str, b: int, *, modes: Sequence[str], impls: Sequence[str],
                 rounds: int, warmup: int, target_s: float, gemm_size: int, torch,
@@ -402,7 +406,8 @@ def bench_shape(dims: Dims, dtype: str, b: int, *, modes: Sequence[str], impls: 
     if "pallas" in impls and run_pallas:
         entries += pallas_variants(jsets, k, modes)
     if "floor" in impls and dtype == "f32" and jax.default_backend() == "cpu":
-        entries += numpy_floor(sets, modes)
+        entries += gemm_floor("numpy", np.matmul, lambda shape: np.empty(shape, np.float32),
+                              sets, modes, lambda _: None)
     if torch is not None and torch_device is not None:
         entries += torch_variants(torch, sets, k, dtype, modes, impls, torch_compile,
                                   torch_device)
@@ -431,11 +436,16 @@ def bench_shape(dims: Dims, dtype: str, b: int, *, modes: Sequence[str], impls: 
     timings = bc.time_interleaved(timed, rounds=rounds, warmup=warmup, target_s=target_s)
     peaks = {lib: fl / timings[v.name].median / 1e9 for lib, v, fl in refs}
     peak_seen[dtype] = peaks["xla"]
-    machine_peak = max(peaks.values())
+    # The fastest GEMM seen in these rounds: a square one, or a floor at the kernel's shapes.
+    machine_peak = max([*peaks.values(), *(kernel_flops(b, m, n, k, o, mode)
+                                            / timings[v.name].median / 1e9
+                                            for name, mode, v in entries
+                                            if name.startswith("floor"))])
     bandwidth = copy_bytes / timings[copy.name].median / 1e9
     rows = []
     for name, mode, v in entries:
         t = timings[v.name]
+        faults, cpu_s = host_cost(v)
         fl = flops.get((name, mode), kernel_flops(b, m, n, k, o, mode))
         nbytes = min_bytes(name, mode, b, m, n, k, o, itemsize)
         compute_ms, memory_ms = 1e3 * fl / (machine_peak * 1e9), 1e3 * nbytes / (bandwidth * 1e9)
@@ -450,7 +460,8 @@ def bench_shape(dims: Dims, dtype: str, b: int, *, modes: Sequence[str], impls: 
                      "bandwidth_gb_per_s": bandwidth, "compute_floor_ms": compute_ms,
                      "memory_floor_ms": memory_ms,
                      "x_physical": t.median * 1e3 / max(compute_ms, memory_ms),
-                     "input_copies": copies, **t.as_dict()})
+                     "input_copies": copies, "minor_faults_per_call": faults,
+                     "host_cpu_ms_per_call": cpu_s * 1e3, **t.as_dict()})
     for r in rows:
         floor = next((q for q in rows if q["variant"] == "floor" and q["mode"] == r["mode"]), None)
         r["x_floor"] = r["median_s"] / floor["median_s"] if floor else None
@@ -522,6 +533,11 @@ def torch_device_for(backend: str, notes: list[str]):
     notes.append(f"PyTorch twin agrees with avfbp_jax.ops.fbp: max |diff| {twin_err:.1e} (f32)")
     if twin_err > 1e-4:
         raise SystemExit(f"PyTorch twin disagrees with the JAX kernel: {twin_err}")
+    if device == "cuda":
+        notes.append(f"f32 GEMM precision: torch {torch.get_float32_matmul_precision()!r}"
+                     f" ('highest' = no TF32), jax_default_matmul_precision"
+                     f" {jax.config.jax_default_matmul_precision!r} (None = XLA's default,"
+                     f" which may use TF32 for f32 on this GPU)")
     return torch, device
 
 
@@ -560,7 +576,8 @@ def run_benchmark(dims: Sequence[Dims], batches: Sequence[int], dtypes: Sequence
             run_pallas = False
 
     info = bc.machine_info()
-    info["env"] = {v: os.environ.get(v) for v in ("XLA_FLAGS", "GLIBC_TUNABLES",
+    # Settings that change CPU speed without changing numbers (the allocator: see the README).
+    info["env"] = {v: os.environ.get(v) for v in ("XLA_FLAGS", "LD_PRELOAD", "GLIBC_TUNABLES",
                                                    "OMP_NUM_THREADS")}
     log(f"# bench_fbp on {bc.describe_machine(info)}")
     peak_seen = {}  # latest XLA GEMM GFLOP/s per dtype (the naive layer's time estimate)
@@ -604,7 +621,8 @@ def columns(backend: str) -> list[tuple[str, str, str]]:
             ("pct_machine_peak", "%peak", ".1f"), ("x_floor", "x floor", ".2f"),
             ("compute_floor_ms", "FLOP floor ms", ".3f"), ("memory_floor_ms", "byte floor ms",
                                                            ".3f"),
-            ("x_physical", "x phys", ".2f")]
+            ("x_physical", "x phys", ".2f"), ("minor_faults_per_call", "faults", "d"),
+            ("host_cpu_ms_per_call", "host CPU ms", ".0f")]
 
 
 def report(result: dict[str, Any], markdown: bool = False) -> str:
