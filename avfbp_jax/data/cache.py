@@ -62,6 +62,11 @@ def atomic_write(path: str, write: Any) -> None:
         raise
 
 
+def pcm16(audio: np.ndarray) -> np.ndarray:
+    """A float waveform in [-1, 1] as the int16 PCM the cache stores and the loader sends."""
+    return np.round(np.clip(audio, -1.0, 1.0) * PCM_SCALE).astype(np.int16)
+
+
 def clip_file(clip_id: str) -> str:
     """The cache-relative file name of a clip: its id with path separators made safe."""
     return f"{CLIPS}/{re.sub(r'[^A-Za-z0-9_.-]', '_', clip_id.replace('/', '__'))}.npz"
@@ -71,7 +76,7 @@ def write_clip(cache_dir: str, clip_id: str, audio: np.ndarray, crops: np.ndarra
                found: np.ndarray, fer: np.ndarray | None = None) -> str:
     """Writes one clip's arrays atomically; audio float in [-1, 1] is stored as int16."""
     name = clip_file(clip_id)
-    arrays = {"audio": np.round(np.clip(audio, -1.0, 1.0) * PCM_SCALE).astype(np.int16),
+    arrays = {"audio": pcm16(audio),
               "crops": crops.astype(np.uint8), "found": found.astype(bool)}
     if fer is not None:
         arrays["fer"] = fer.astype(np.float32)
