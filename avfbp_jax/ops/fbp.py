@@ -142,6 +142,15 @@ def _fbp_2d(x, y, w_x, w_y, b_x, b_y, keep, k, rate):
 _fbp_2d.defvjp(_fbp_fwd, _fbp_bwd)
 
 
+def shared_columns(caller: str, w_x: jax.Array, w_y: jax.Array, k: int) -> int:
+    """k*o, the column count w_x and w_y must share; raises naming `caller` otherwise."""
+    ko = w_x.shape[-1]
+    if w_y.shape[-1] != ko or ko % k:
+        raise ValueError(f"{caller}: w_x {w_x.shape} and w_y {w_y.shape} must both have k*o "
+                         f"columns with k={k}")
+    return ko
+
+
 def fbp(
     x: jax.Array,
     y: jax.Array,
@@ -159,10 +168,7 @@ def fbp(
     Dropout on the product is applied only when `dropout_rng` is given and the rate is > 0.
     Works on any leading batch shape (and under vmap with unbatched x, y).
     """
-    ko = w_x.shape[-1]
-    if w_y.shape[-1] != ko or ko % k:
-        raise ValueError(f"fbp: w_x {w_x.shape} and w_y {w_y.shape} must both have k*o columns"
-                         f" with k={k}")
+    ko = shared_columns("fbp", w_x, w_y, k)
     lead = jnp.broadcast_shapes(x.shape[:-1], y.shape[:-1])
     x2 = jnp.broadcast_to(x, (*lead, x.shape[-1])).reshape(-1, x.shape[-1])
     y2 = jnp.broadcast_to(y, (*lead, y.shape[-1])).reshape(-1, y.shape[-1])

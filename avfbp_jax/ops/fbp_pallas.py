@@ -51,7 +51,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
-from avfbp_jax.ops.fbp import l2_normalize, signed_sqrt
+from avfbp_jax.ops.fbp import l2_normalize, shared_columns, signed_sqrt
 
 RESIDUALS = ("recompute", "keep")
 # Tile defaults for an H100/H200-class GPU. A (128 x 64) output tile with a 32-deep contraction
@@ -284,10 +284,7 @@ def fbp_pallas(
     when the default backend is the CPU). `block_b`, `block_o`: row and output-unit tile sizes,
     powers of two >= 16 (None: BLOCK_B, BLOCK_O, smaller for small inputs).
     """
-    m, n, ko = x.shape[-1], y.shape[-1], w_x.shape[-1]
-    if w_y.shape[-1] != ko or ko % k:
-        raise ValueError(f"fbp_pallas: w_x {w_x.shape} and w_y {w_y.shape} must both have k*o "
-                         f"columns with k={k}")
+    m, n, ko = x.shape[-1], y.shape[-1], shared_columns("fbp_pallas", w_x, w_y, k)
     if w_x.shape != (m, ko) or w_y.shape != (n, ko):
         raise ValueError(f"fbp_pallas: w_x {w_x.shape} and w_y {w_y.shape} do not fit x "
                          f"{x.shape} and y {y.shape}")
