@@ -179,17 +179,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         history.add(step, values)
         return values
 
-    if lead:
-        print(f"training {config.model.fusion} on {len(splits['train'])} clips "
-              f"({loader.steps_per_epoch} steps/epoch, {loader.num_shapes} batch shapes) "
-              f"over {mesh.size} device(s), steps {start}..{tc.num_steps}", flush=True)
-    bar = report.ProgressBar(tc.num_steps, "train", start=start) if lead else None
-    t0 = time.perf_counter()
     pending = []  # on-device metrics since the last log
     step, stopping = start, False
     # Ctrl-C / SIGTERM: finish the step, save it (data position included) and stop; the same
-    # step on every process. A second signal exits at once.
+    # step on every process. A second signal exits at once. The "steps" line is printed once
+    # this is in force, so a signal after it always stops at a step boundary.
     with interrupt.StepStop() as stop:
+        if lead:
+            print(f"training {config.model.fusion} on {len(splits['train'])} clips "
+                  f"({loader.steps_per_epoch} steps/epoch, {loader.num_shapes} batch shapes) "
+                  f"over {mesh.size} device(s), steps {start}..{tc.num_steps}", flush=True)
+        bar = report.ProgressBar(tc.num_steps, "train", start=start) if lead else None
+        t0 = time.perf_counter()
         while step < tc.num_steps and not stopping:
             batch = parallel.shard_batch(next(loader), mesh)
             trace.before(step + 1)
