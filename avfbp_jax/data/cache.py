@@ -48,9 +48,13 @@ CLIPS = "clips"
 TMP_PREFIX = ".tmp-"
 
 
-def atomic_write(path: str, write: Any) -> None:
-    """Calls write(file_object) on a temporary file next to path, then renames it to path."""
-    folder = os.path.dirname(os.path.abspath(path))
+def atomic_write(path: str, write: Any, tmp_dir: str | None = None) -> None:
+    """Calls write(file_object) on a temporary file, then renames it to path.
+
+    The temporary file is unique (mkstemp) and lives in tmp_dir, by default next to path (it must
+    be on the same filesystem); it is removed if writing fails or is interrupted.
+    """
+    folder = tmp_dir or os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -57,6 +57,7 @@ import numpy as np
 import soundfile as sf
 
 from avfbp_jax import interrupt
+from avfbp_jax.data.cache import atomic_write
 
 CORPUS_NAME = "avfbp-synthetic"
 GENERATOR_VERSION = 2
@@ -461,12 +462,11 @@ def _splits(rng: np.random.Generator, count: int) -> list[str]:
     return [names[i] for i in rng.permutation(count)]
 
 
-def _atomic_write_text(path: Path, text: str, tmp_dir: Path) -> None:
-    """Writes path through a temporary file in tmp_dir (TMP_DIR: a stopped run's leftovers stay
-    there, where the next run removes them), then renames it."""
-    tmp = tmp_dir / f"{path.name}.tmp"
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _write_text(path: Path, text: str, tmp_dir: Path) -> None:
+    """Writes path atomically through a temporary file in tmp_dir (TMP_DIR: what a stopped run
+    leaves stays there, where the next run removes it)."""
+    data = text.encode()
+    atomic_write(str(path), lambda f: f.write(data), tmp_dir=str(tmp_dir))
 
 
 def corpus_settings(clips: int, seed: int, classes: tuple[str, ...], cues: Cues) -> dict:
@@ -535,7 +535,7 @@ def write_corpus(
     for path in tmp.iterdir():  # partial files of a stopped run
         if path.name != SETTINGS_FILE:
             path.unlink()
-    _atomic_write_text(tmp / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n", tmp)
+    _write_text(tmp / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n", tmp)
     for name in classes:
         (out / name).mkdir(exist_ok=True)
     infos, jobs = {}, []
@@ -569,7 +569,7 @@ def write_corpus(
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["clip", "split"])
     writer.writerows([clip, split_of[clip]] for clip, _ in results)
-    _atomic_write_text(out / "splits.csv", buffer.getvalue(), tmp)
+    _write_text(out / "splits.csv", buffer.getvalue(), tmp)
     meta = {
         "name": CORPUS_NAME,
         "generator": __name__,
@@ -584,7 +584,7 @@ def write_corpus(
         "cues": dataclasses.asdict(cues),
         "clip_info": dict(results),
     }
-    _atomic_write_text(out / "corpus.json", json.dumps(meta, indent=1) + "\n", tmp)
+    _write_text(out / "corpus.json", json.dumps(meta, indent=1) + "\n", tmp)
     shutil.rmtree(tmp)
     return meta
 
