@@ -36,6 +36,6 @@ class _Tty(io.StringIO):
 def test_terminal_gets_a_bar():
     out = _Tty()
     with Progress(10, label="clips", stream=out) as p:
-        for i in range(10):
+        for _ in range(10):
             p.update(advance=1, text="x")
     assert "10/10" in out.getvalue()
