@@ -3,10 +3,12 @@
 Each subcommand lives in its own module as `add_arguments(parser)` plus `run(args) -> int`,
 imported only when that subcommand is used so that `avfbp --help` stays fast. Every command runs
 under interrupt.run_command: Ctrl-C or SIGTERM ends it with one line and status 130 / 143.
+Python logging is configured here, once, for every command (configure_logging).
 """
 
 import argparse
 import importlib
+import logging
 import sys
 
 from avfbp_jax import interrupt
@@ -24,8 +26,28 @@ COMMANDS = {
 }
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+QUIET_LOGGERS = ("absl", "jax", "orbax")  # libraries whose INFO lines are routine chatter
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log records of `level` and above to stderr, one concise line each (the root logger).
+
+    The libraries in QUIET_LOGGERS log at WARNING and above only. absl's own handler is never
+    installed (that takes absl.app.run or absl.logging.use_absl_handler), so absl records (Orbax
+    logs through absl) reach stderr once, through the root logger. Does nothing when the root
+    logger already has a handler (a second call, or a host program's own configuration).
+    """
+    if logging.getLogger().handlers:
+        return
+    logging.basicConfig(level=level, format=LOG_FORMAT, datefmt="%H:%M:%S", stream=sys.stderr)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    configure_logging()
     parser = argparse.ArgumentParser(prog="avfbp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
@@ -40,14 +62,16 @@ def main(argv: list[str] | None = None) -> int:
 def _run(name: str, argv: list[str]) -> int:
     """Imports the command's module, parses its arguments and runs it."""
     module = importlib.import_module(COMMANDS[name][0])
-    cmd_parser = argparse.ArgumentParser(prog=f"avfbp {name}", description=COMMANDS[name][1])
+    # The commands that take a config (`avfbp train`) parse what argparse leaves themselves: the
+    # `--config.FIELD=VALUE` / `--config.FIELD VALUE` overrides (ml_collections.config_flags).
+    # Their options are never abbreviated, so a mistyped one reaches that parser as an error.
+    overrides = getattr(module, "TAKES_CONFIG_OVERRIDES", False)
+    cmd_parser = argparse.ArgumentParser(prog=f"avfbp {name}", description=COMMANDS[name][1],
+                                         allow_abbrev=not overrides)
     module.add_arguments(cmd_parser)
     args, extra = cmd_parser.parse_known_args(argv)
-    # `--config.FIELD=VALUE` overrides go to the commands that take a config (`avfbp train`).
-    takes_overrides = getattr(module, "TAKES_CONFIG_OVERRIDES", False)
-    bad = [e for e in extra if not (takes_overrides and e.startswith("--config."))]
-    if bad:
-        cmd_parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    if extra and not overrides:
+        cmd_parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra
     return int(module.run(args) or 0)
 

@@ -1,7 +1,7 @@
 """Large-batch AM-FBP for accelerators: LAMB, global batch 1024, bf16 compute, f32 params.
 
     avfbp train --config experiments/large_batch.py --workdir runs/large_batch \
-        config.data.corpus_dir=... config.data.cache_dir=...
+        --config.data.corpus_dir=... --config.data.cache_dir=...
 
 Uses every visible device (data parallel); the global batch must divide over them.
 Defaults to the synthetic corpus with the paper-sized model so it runs anywhere.

@@ -3,6 +3,7 @@
 import ml_collections
 
 CORPUS_KINDS = ("folder", "iemocap", "afew")
+MARKER_ACTOR_SIDES = ("", "left", "right")
 DEFAULT_BUCKETS = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0)  # seconds (chosen)
 
 
@@ -21,7 +22,7 @@ def data_config() -> ml_collections.ConfigDict:
     # IEMOCAP's dialog videos show both actors side by side. "left"/"right": the side where the
     # actor named in the dialog id (Ses01F -> F) sits; faces are then searched only in the
     # speaking actor's half. "" = the whole frame (the largest face wins).
-    c.marker_actor_side = ""
+    c.marker_actor_side = ""  # one of MARKER_ACTOR_SIDES
     c.workers = 2  # prepare: processes decoding clips in parallel
     # What the loader feeds the video stream as frames: "crops" (uint8 face crops, for the
     # video encoders "cnn" and "fer") or "fer" (the FER port's per-frame features stored by

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from avfbp_jax.models.config import AUDIO_ATTENTIONS
 from avfbp_jax.models.frontend import log_spectrogram
 from avfbp_jax.ops.lrn import local_response_norm
 from avfbp_jax.ops.masking import AttendedSequence, conv_output_length, zero_invalid
@@ -82,7 +83,8 @@ class AudioStream(nn.Module):
             time = jnp.repeat(time, freq, axis=1)
             mask = jnp.repeat(mask, freq, axis=1)
         else:
-            raise ValueError(f"audio.attention must be '1d' or '2d', got {cfg.attention!r}")
+            raise ValueError(f"audio.attention must be one of {AUDIO_ATTENTIONS}, "
+                             f"got {cfg.attention!r}")
         if cfg.layer_norm:
             h = nn.LayerNorm(dtype=self.dtype, name="norm")(h)
         e = nn.Dense(cfg.attention_dim, dtype=self.dtype, name="attention_hidden")(h)

@@ -8,6 +8,11 @@ import ml_collections
 
 FUSION_TYPES = ("audio", "video", "concat", "late", "gfbp", "agfbp", "amfbp")
 FBP_IMPLS = ("xla", "pallas")
+DTYPES = ("float32", "bfloat16")
+AUDIO_ATTENTIONS = ("1d", "2d")
+VIDEO_ENCODERS = ("cnn", "fer", "identity")
+VIDEO_ATTENTIONS = ("sigmoid", "softmax")
+PARAM_GROUPS = ("audio", "video", "fusion")  # AVModel's top-level parameter subtrees
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -69,4 +74,25 @@ def model_config() -> ml_collections.ConfigDict:
     c.num_trunks = 3  # AM-FBP intra-trunk segments (chosen)
     c.head_hidden = 256  # MLP width of the concat head
     c.head_dropout = 0.0
+    return c
+
+
+def tiny_model_config(fusion: str = "amfbp", **overrides) -> ml_collections.ConfigDict:
+    """The smallest model that still runs every code path: the one recipe for tests, dry runs
+    and smoke benchmarks (a few thousand parameters; 64x64 crops, as model_config()).
+
+    overrides: dotted field names relative to the model config, e.g.
+    `tiny_model_config("gfbp", dtype="bfloat16", **{"video.encoder": "identity"})`.
+    """
+    c = model_config()
+    c.fusion = fusion
+    c.audio.width = 0.0625
+    c.audio.attention_dim = 8
+    c.video.cnn_channels = (4, 8, 8)
+    c.video.feature_dim = 8
+    c.fbp_k = 2
+    c.fbp_o = 8
+    c.adaptive_hidden = 8
+    c.head_hidden = 8
+    c.update_from_flattened_dict(overrides)
     return c

@@ -10,10 +10,8 @@ import jax.numpy as jnp
 import ml_collections
 
 from avfbp_jax.models import fer
+from avfbp_jax.models.config import VIDEO_ATTENTIONS, VIDEO_ENCODERS
 from avfbp_jax.ops.masking import AttendedSequence, length_mask
-
-ENCODERS = ("cnn", "fer", "identity")
-ATTENTIONS = ("sigmoid", "softmax")
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:
@@ -72,8 +70,9 @@ class VideoStream(nn.Module):
         self, frames: jax.Array, frame_len: jax.Array, frame_mask: jax.Array
     ) -> AttendedSequence:
         cfg = self.config
-        if cfg.attention not in ATTENTIONS:
-            raise ValueError(f"video.attention must be one of {ATTENTIONS}, got {cfg.attention!r}")
+        if cfg.attention not in VIDEO_ATTENTIONS:
+            raise ValueError(
+                f"video.attention must be one of {VIDEO_ATTENTIONS}, got {cfg.attention!r}")
         if cfg.encoder == "cnn":
             if frames.ndim != 4:
                 raise ValueError(
@@ -92,7 +91,7 @@ class VideoStream(nn.Module):
             # Frozen (its outputs carry no gradient); load_pretrained fills its parameters.
             f = fer.FerEncoder(output="features", name="encoder")(frames).astype(self.dtype)
         else:
-            raise ValueError(f"video.encoder must be one of {ENCODERS}, got {cfg.encoder!r}")
+            raise ValueError(f"video.encoder must be one of {VIDEO_ENCODERS}, got {cfg.encoder!r}")
         if cfg.layer_norm:
             f = nn.LayerNorm(dtype=self.dtype, name="norm")(f)
         batch, steps = f.shape[:2]

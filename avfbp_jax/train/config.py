@@ -1,10 +1,24 @@
-"""Default training configuration (design brief section 4).
+"""Default training configuration (design brief section 4), and validate() for a whole config.
 
 An experiment file composes `config.model` (models.config.model_config()), `config.data`
 (data.config.data_config()), `config.train` (train_config()) and `config.seed`.
 """
 
+from typing import NoReturn
+
 import ml_collections
+
+from avfbp_jax.data.cache import FRAME_INPUTS
+from avfbp_jax.data.config import CORPUS_KINDS, MARKER_ACTOR_SIDES
+from avfbp_jax.models.config import (
+    AUDIO_ATTENTIONS,
+    DTYPES,
+    FBP_IMPLS,
+    FUSION_TYPES,
+    PARAM_GROUPS,
+    VIDEO_ATTENTIONS,
+    VIDEO_ENCODERS,
+)
 
 OPTIMIZERS = ("adamw", "sgd", "lamb")
 SCHEDULES = ("cosine", "step", "constant")
@@ -63,3 +77,117 @@ def train_config() -> ml_collections.ConfigDict:
     # Testing hooks.
     c.kill_at_step = -1  # SIGKILL this process after finishing this step (resume tests)
     return c
+
+
+# Fields with a closed set of values.
+CHOICES = {
+    "model.fusion": FUSION_TYPES,
+    "model.fbp_impl": FBP_IMPLS,
+    "model.dtype": DTYPES,
+    "model.audio.attention": AUDIO_ATTENTIONS,
+    "model.video.encoder": VIDEO_ENCODERS,
+    "model.video.attention": VIDEO_ATTENTIONS,
+    "data.corpus": CORPUS_KINDS,
+    "data.frame_input": FRAME_INPUTS,
+    "data.marker_actor_side": MARKER_ACTOR_SIDES,
+    "train.optimizer": OPTIMIZERS,
+    "train.schedule": SCHEDULES,
+    "train.keep_best": BEST_METRICS,
+}
+# Numeric fields with a range: (test, what the range is).
+_AT_LEAST_1 = (lambda v: v >= 1, ">= 1")
+_AT_LEAST_0 = (lambda v: v >= 0, ">= 0")
+_POSITIVE = (lambda v: v > 0, "> 0")
+_FRACTION = (lambda v: 0 <= v < 1, "in [0, 1)")
+RANGES = {
+    "model.num_classes": (lambda v: v >= 2, ">= 2"),
+    "model.audio.width": _POSITIVE,
+    "model.audio.attention_dim": _AT_LEAST_1,
+    "model.video.crop_size": _AT_LEAST_1,
+    "model.video.feature_dim": _AT_LEAST_1,
+    "model.fbp_k": _AT_LEAST_1,
+    "model.fbp_o": _AT_LEAST_1,
+    "model.fbp_dropout": _FRACTION,
+    "model.adaptive_hidden": _AT_LEAST_1,
+    "model.num_trunks": _AT_LEAST_1,
+    "model.head_hidden": _AT_LEAST_1,
+    "model.head_dropout": _FRACTION,
+    "data.sample_rate": _AT_LEAST_1,
+    "data.fps": _POSITIVE,
+    "data.crop_size": _AT_LEAST_1,
+    "data.workers": _AT_LEAST_1,
+    "data.prefetch": _AT_LEAST_0,
+    "data.loader_threads": _AT_LEAST_1,
+    "train.learning_rate": _POSITIVE,
+    "train.momentum": _FRACTION,
+    "train.b2": _FRACTION,
+    "train.weight_decay": _AT_LEAST_0,
+    "train.grad_clip_norm": _AT_LEAST_0,
+    "train.warmup_steps": _AT_LEAST_0,
+    "train.end_lr_factor": _AT_LEAST_0,
+    "train.step_factor": _AT_LEAST_0,
+    "train.label_smoothing": _FRACTION,
+    "train.batch_size": _AT_LEAST_1,
+    "train.eval_batch_size": _AT_LEAST_1,
+    "train.num_steps": _AT_LEAST_1,
+    "train.log_every": _AT_LEAST_1,
+    "train.eval_every": _AT_LEAST_1,
+    "train.checkpoint_every": _AT_LEAST_1,
+    "train.keep": _AT_LEAST_1,
+    "train.num_devices": _AT_LEAST_0,
+    "train.num_processes": _AT_LEAST_0,
+    "train.process_id": (lambda v: v >= -1, ">= -1 (-1: from the environment)"),
+    "train.heartbeat_timeout_s": _POSITIVE,
+    "train.peak_tflops": _AT_LEAST_0,
+}
+
+
+def _get(config: ml_collections.ConfigDict, path: str):
+    for part in path.split("."):
+        config = config[part]
+    return config
+
+
+def _fail(path: str, value, expected: str) -> NoReturn:
+    raise RunSetupError(f"config.{path}={value!r}: expected {expected}")
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raises RunSetupError naming the first field whose value is outside its valid set or range.
+
+    Cheap and free of side effects: commands call it before any work (preparing the cache,
+    starting devices), so a mistyped value fails at once instead of minutes into a run.
+    """
+    for path, choices in CHOICES.items():
+        if _get(config, path) not in choices:
+            _fail(path, _get(config, path), "one of " + ", ".join(map(repr, choices)))
+    for path, (ok, expected) in RANGES.items():
+        if not ok(_get(config, path)):
+            _fail(path, _get(config, path), expected)
+    data, model, train = config.data, config.model, config.train
+    buckets = tuple(data.buckets)
+    if not buckets or min(buckets) <= 0 or list(buckets) != sorted(set(buckets)):
+        _fail("data.buckets", buckets, "increasing clip lengths in seconds, at least one")
+    if data.corpus == "iemocap" and data.test_session not in range(1, 6):
+        _fail("data.test_session", data.test_session, "an IEMOCAP session, 1..5")
+    boundaries = tuple(train.step_boundaries)
+    if not all(0 < b < 1 for b in boundaries) or list(boundaries) != sorted(boundaries):
+        _fail("train.step_boundaries", boundaries, "increasing fractions of num_steps in (0, 1)")
+    steps = tuple(train.profile_steps)
+    if steps and (len(steps) != 2 or not 1 <= steps[0] <= steps[1]):
+        _fail("train.profile_steps", steps, "(first, last) with 1 <= first <= last, or ()")
+    for path in ("train.frozen", "train.init_prefixes"):
+        for prefix in _get(config, path):
+            if prefix.split("/")[0] not in PARAM_GROUPS:
+                _fail(path, tuple(_get(config, path)),
+                      f"param-path prefixes under {', '.join(PARAM_GROUPS)} (several as "
+                      f"--config.{path}=audio --config.{path}=video)")
+    if model.fusion != "audio":  # the video stream reads what the cache serves as frames
+        wants = "fer" if model.video.encoder == "identity" else "crops"
+        if data.frame_input != wants:
+            _fail("data.frame_input", data.frame_input,
+                  f"{wants!r} for model.video.encoder={model.video.encoder!r}")
+        if wants == "crops" and data.crop_size != model.video.crop_size:
+            _fail("data.crop_size", data.crop_size,
+                  f"model.video.crop_size ({model.video.crop_size}): the model reads the "
+                  "crops that prepare writes")

@@ -1,4 +1,5 @@
-"""Base configs that the files in experiments/ specialise (one definition per corpus).
+"""Base configs that the files in experiments/ specialise (one definition per corpus), and the
+tiny config of tests and dry runs.
 
 A full config has: model (models.config.model_config()), data (data.config.data_config()),
 train (train.config.train_config()) and seed.
@@ -7,7 +8,7 @@ train (train.config.train_config()) and seed.
 import ml_collections
 
 from avfbp_jax.data.config import data_config
-from avfbp_jax.models.config import model_config
+from avfbp_jax.models.config import model_config, tiny_model_config
 from avfbp_jax.train.config import train_config
 
 SYNTHETIC_CORPUS = "runs/data/synthetic"
@@ -95,4 +96,52 @@ def iemocap_config(fusion: str = "amfbp") -> ml_collections.ConfigDict:
     t.eval_every = 1000
     t.checkpoint_every = 1000
     t.keep_best = "val/ua"
+    return c
+
+
+def afew_config(fusion: str = "amfbp") -> ml_collections.ConfigDict:
+    """AFEW (EmotiW) 7-class, accuracy on Val_AFEW, paper-sized fusion.
+
+    The video stream attends over the frozen face-expression network's per-frame features (the
+    FER port), computed once by `avfbp prepare --fer-features` (data.frame_input "fer") and fed
+    through video.encoder "identity".
+    """
+    c = base_config()
+    c.data.corpus = "afew"
+    c.data.corpus_dir = "AFEW"
+    c.data.cache_dir = "runs/data/afew_cache"
+    c.data.val_split = "val"
+    c.data.buckets = (2.0, 3.0, 4.0, 6.0)
+    c.data.frame_input = "fer"
+    c.model.video.encoder = "identity"
+    c.model.video.feature_dim = 128  # the FER port's feature size
+    c.model.fusion = fusion
+    c.model.num_classes = 7
+    t = c.train
+    t.batch_size = 32
+    t.eval_batch_size = 64
+    t.num_steps = 10000
+    t.warmup_steps = 500
+    t.learning_rate = 5e-4
+    t.log_every = 50
+    t.eval_every = 500
+    t.checkpoint_every = 500
+    t.keep_best = "val/wa"  # EmotiW reports accuracy
+    return c
+
+
+def tiny_config(fusion: str = "amfbp", **overrides) -> ml_collections.ConfigDict:
+    """models.config.tiny_model_config(fusion) with batches of 8 and 4 steps, for tests and dry
+    runs. overrides: dotted field names of the whole config, e.g.
+    `tiny_config("gfbp", **{"train.num_steps": 6, "data.cache_dir": path})`.
+    """
+    c = base_config()
+    c.model = tiny_model_config(fusion)
+    t = c.train
+    t.batch_size = 8
+    t.eval_batch_size = 8
+    t.num_steps = 4
+    t.warmup_steps = 1
+    t.learning_rate = 1e-2
+    c.update_from_flattened_dict(overrides)
     return c

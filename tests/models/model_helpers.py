@@ -3,31 +3,11 @@
 import jax
 import numpy as np
 
-from avfbp_jax.models.config import model_config
+from avfbp_jax.models.config import tiny_model_config as tiny_config  # noqa: F401 (re-exported)
 from avfbp_jax.models.model import example_batch
 
 SECONDS = 2.0
 FRAMES = 8
-
-
-def tiny_config(fusion="amfbp", **overrides):
-    cfg = model_config()
-    cfg.fusion = fusion
-    cfg.audio.width = 0.125
-    cfg.audio.attention_dim = 16
-    cfg.video.crop_size = 16
-    cfg.video.cnn_channels = (4, 8)
-    cfg.video.feature_dim = 16
-    cfg.fbp_o = 16
-    cfg.adaptive_hidden = 8
-    cfg.head_hidden = 16
-    for key, value in overrides.items():
-        node = cfg
-        *path, last = key.split(".")
-        for part in path:
-            node = node[part]
-        node[last] = value
-    return cfg
 
 
 def varied_batch(cfg, seed=0):

@@ -125,8 +125,8 @@ def test_gradients_finite_with_short_recordings_and_empty_trunks():
 
 
 def test_bad_configs_raise_clear_errors():
-    batch = varied_batch(tiny_config())
-    with pytest.raises(ValueError, match="'fer' needs 64x64 crops"):  # tiny crops are 16x16
+    batch = varied_batch(tiny_config(**{"video.crop_size": 16}))
+    with pytest.raises(ValueError, match="'fer' needs 64x64 crops"):  # these crops are 16x16
         _init(tiny_config(**{"video.encoder": "fer"}), batch)
     with pytest.raises(ValueError, match="video.encoder must be one of"):
         _init(tiny_config(**{"video.encoder": "vit"}), batch)

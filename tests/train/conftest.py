@@ -7,32 +7,12 @@ import sys
 import ml_collections
 import pytest
 
-from avfbp_jax.models.config import model_config
-from avfbp_jax.train.config import train_config
-
-
-def tiny_model_config(fusion: str = "amfbp") -> ml_collections.ConfigDict:
-    c = model_config()
-    c.fusion = fusion
-    c.audio.width = 0.0625
-    c.audio.attention_dim = 8
-    c.video.cnn_channels = (4, 8, 8)
-    c.video.feature_dim = 8
-    c.fbp_k = 2
-    c.fbp_o = 8
-    c.adaptive_hidden = 8
-    c.head_hidden = 8
-    return c
+from avfbp_jax.models.config import tiny_model_config
+from avfbp_jax.train.presets import tiny_config
 
 
 def tiny_train_config() -> ml_collections.ConfigDict:
-    c = train_config()
-    c.batch_size = 8
-    c.eval_batch_size = 8
-    c.num_steps = 4
-    c.warmup_steps = 1
-    c.learning_rate = 1e-2
-    return c
+    return tiny_config().train
 
 
 @pytest.fixture

@@ -1,49 +1,53 @@
-"""Experiment files load, command-line overrides parse to the field's type."""
-
-import glob
-import os
+"""validate(): every field with a closed set of values or a range fails with one clear line."""
 
 import pytest
 
-from avfbp_jax.models.config import FUSION_TYPES
-from avfbp_jax.train.main import aggregate_folds, apply_overrides, load_config_file
-from tests.train.conftest import REPO
+from avfbp_jax.train.config import RunSetupError, validate
+from avfbp_jax.train.presets import afew_config, iemocap_config, synthetic_config, tiny_config
 
 
-@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "experiments", "*.py"))))
-def test_experiment_files_load(path):
-    c = load_config_file(path)
-    assert set(c.keys()) >= {"model", "data", "train", "seed"}
-    assert c.model.fusion in FUSION_TYPES
-    assert c.train.batch_size % 8 == 0 and c.data.cache_dir
+def test_presets_are_valid():
+    for config in (synthetic_config("audio"), iemocap_config("gfbp"), afew_config(),
+                   tiny_config("late", dtype="bfloat16")):
+        validate(config)
 
 
-def test_synthetic_experiments_differ_only_in_fusion():
-    configs = {f: load_config_file(os.path.join(REPO, "experiments", f"synthetic_{f}.py"))
-               for f in FUSION_TYPES}
-    base = configs["amfbp"].to_dict()
-    for fusion, c in configs.items():
-        d = c.to_dict()
-        assert d["model"].pop("fusion") == fusion
-        assert d == {**base, "model": {k: v for k, v in base["model"].items() if k != "fusion"}}
+@pytest.mark.parametrize("field,value,match", [
+    ("model.fusion", "sum", "config.model.fusion='sum': expected one of 'audio', 'video', "
+                            "'concat', 'late', 'gfbp', 'agfbp', 'amfbp'"),
+    ("model.fbp_impl", "triton", "config.model.fbp_impl='triton': expected one of 'xla'"),
+    ("model.dtype", "float16", "model.dtype='float16'"),
+    ("model.video.encoder", "vit", "model.video.encoder='vit'"),
+    ("model.audio.attention", "3d", "model.audio.attention='3d'"),
+    ("train.optimizer", "adam", "train.optimizer='adam': expected one of 'adamw', 'sgd', 'lamb'"),
+    ("train.schedule", "linear", "train.schedule='linear'"),
+    ("train.keep_best", "val/f1", "train.keep_best='val/f1'"),
+    ("data.corpus", "ravdess", "data.corpus='ravdess'"),
+    ("train.batch_size", 0, "config.train.batch_size=0: expected >= 1"),
+    ("train.num_steps", -5, "train.num_steps=-5: expected >= 1"),
+    ("train.learning_rate", 0.0, "learning_rate=0.0: expected > 0"),
+    ("model.fbp_dropout", 1.0, r"fbp_dropout=1.0: expected in \[0, 1\)"),
+    ("model.num_trunks", 0, "num_trunks=0"),
+    ("data.buckets", (6.0, 3.0), "data.buckets=.*increasing"),
+    ("data.buckets", (), "data.buckets=()"),
+    ("train.profile_steps", (3, 2), r"profile_steps=\(3, 2\)"),
+    ("train.step_boundaries", (0.6, 1.5), "step_boundaries"),
+    ("train.frozen", ("audio,video",), r"train.frozen=\('audio,video',\).*--config.train.frozen"),
+    ("data.frame_input", "fer", "data.frame_input='fer': expected 'crops' for "
+                                "model.video.encoder='cnn'"),
+    ("data.crop_size", 48, r"data.crop_size=48: expected model.video.crop_size \(64\)"),
+])
+def test_bad_values_name_the_field_and_the_valid_ones(field, value, match):
+    config = tiny_config(**{field: value})
+    with pytest.raises(RunSetupError, match=match) as e:
+        validate(config)
+    assert "\n" not in str(e.value)
 
 
-def test_overrides_take_the_field_type():
-    c = load_config_file(os.path.join(REPO, "experiments", "synthetic_amfbp.py"))
-    apply_overrides(c, ["--config.train.num_steps=7", "config.train.learning_rate=1",
-                        "--config.model.fusion=gfbp", "--config.train.frozen=audio,video",
-                        "--config.data.buckets=(2.0, 4.0)", "--config.train.distributed=true"])
-    assert c.train.num_steps == 7 and isinstance(c.train.learning_rate, float)
-    assert c.model.fusion == "gfbp" and c.train.frozen == ("audio", "video")
-    assert c.data.buckets == (2.0, 4.0) and c.train.distributed is True
-    with pytest.raises(KeyError, match="num_stepz"):
-        apply_overrides(c, ["--config.train.num_stepz=3"])
-    with pytest.raises(ValueError, match="num_steps"):
-        apply_overrides(c, ["--config.train.num_steps=abc"])
-
-
-def test_aggregate_folds():
-    folds = [{"test": {"wa": w, "ua": w - 0.1, "macro_f1": w - 0.2}} for w in (0.6, 0.7, 0.8)]
-    out = aggregate_folds(folds)
-    assert out["wa"]["mean"] == pytest.approx(0.7)
-    assert out["ua"]["std"] == pytest.approx(0.08164966, rel=1e-6)
+def test_iemocap_test_session_is_a_session():
+    config = iemocap_config()
+    config.data.test_session = 6
+    with pytest.raises(RunSetupError, match=r"data.test_session=6: expected an IEMOCAP session"):
+        validate(config)
+    config.data.corpus = "folder"  # other corpora carry their splits and ignore it
+    validate(config)
