@@ -1,7 +1,8 @@
 """Audio stream (design brief section 2.2): spectrogram -> AlexNet-style FCN + LRN -> attention.
 
-The convolution stack follows AlexNet without its fully connected layers: conv1 is unpadded with
-stride 4, later convolutions pad kernel // 2 (AlexNet's 2, 1, 1, 1), max-pools are unpadded.
+The convolution stack follows AlexNet without its fully connected layers: conv1 has stride 4 and
+pads audio.conv1_pad (0 in Caffe's AlexNet, 2 in torchvision's), later convolutions pad
+kernel // 2 (AlexNet's 2, 1, 1, 1), max-pools are unpadded.
 Time is axis 1 and frequency axis 2 of the [B, T, F, C] maps. The frequency axis is never padded
 (always n_bins), so only the time axis carries a mask: its valid length is propagated through
 every stride and pool, and steps past it are zeroed after every layer, so that valid outputs do
@@ -39,7 +40,7 @@ class AudioFCN(nn.Module):
             zip(scaled_channels(cfg.channels, cfg.width), cfg.kernels, strict=True)
         ):
             stride = cfg.conv1_stride if i == 0 else 1
-            pad = 0 if i == 0 else kernel // 2
+            pad = cfg.conv1_pad if i == 0 else kernel // 2
             x = nn.Conv(channels, (kernel, kernel), strides=(stride, stride),
                         padding=((pad, pad), (pad, pad)), dtype=self.dtype, name=f"conv{i + 1}")(x)
             x = nn.relu(x)

