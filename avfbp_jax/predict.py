@@ -17,14 +17,13 @@ back to the modality that is there, because the model masks invalid steps everyw
 Each fallback is reported next to the file's result. A prediction that comes out non-finite is
 reported as skipped rather than printed.
 
-Batches are padded to the bundle's length buckets (recordings longer than the last bucket to
-whole seconds), and the batch dimension to --batch-size, so only a few shapes are compiled.
+Batches are assembled as the training loader's are (avfbp_jax.data.batch): padded to the
+bundle's length buckets (recordings longer than the last bucket to whole seconds, never cut), and
+the batch dimension to --batch-size, so only a few shapes are compiled.
 """
 
 import argparse
-import contextlib
 import dataclasses
-import json
 import math
 import os
 import sys
@@ -33,14 +32,16 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from avfbp_jax import interrupt
-from avfbp_jax.data.cache import atomic_write
+from avfbp_jax import atomic
+from avfbp_jax.data.batch import assign_buckets, bucket_shapes, collate
 from avfbp_jax.data.config import data_config
 from avfbp_jax.data.corpora import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
-from avfbp_jax.data.faces import FaceCropper
+from avfbp_jax.data.faces import FaceCropper, shared_cropper
 from avfbp_jax.data.media import MediaError, read_audio, read_video
-from avfbp_jax.data.prepare import Progress, load_clip
+from avfbp_jax.data.pool import process_map
+from avfbp_jax.data.prepare import load_clip
 from avfbp_jax.export import load_exported
+from avfbp_jax.progress import Progress
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,16 +131,10 @@ def decode(recording: Recording, preprocessing: dict, cropper: FaceCropper) -> D
     return Decoded(audio, crops, mask, problems)
 
 
-_cropper: FaceCropper | None = None
-
-
 def _decode_job(job: tuple[Recording, dict]) -> Decoded:
-    """decode() with one FaceCropper per process (for the worker pool)."""
-    global _cropper
+    """decode() with this process's FaceCropper (for the worker pool)."""
     recording, preprocessing = job
-    if _cropper is None or _cropper.crop_size != preprocessing["crop_size"]:
-        _cropper = FaceCropper(preprocessing["crop_size"])
-    return decode(recording, preprocessing, _cropper)
+    return decode(recording, preprocessing, shared_cropper(preprocessing["crop_size"]))
 
 
 def fallback(decoded: Decoded, fusion: str) -> str | None:
@@ -151,39 +146,24 @@ def fallback(decoded: Decoded, fusion: str) -> str | None:
     return "; ".join(decoded.problems)
 
 
-def padded_shape(items: Sequence[Decoded], preprocessing: dict, min_samples: int) -> tuple:
-    """(audio samples, frames) of the bucket that holds the longest item."""
-    rate, fps = preprocessing["sample_rate"], preprocessing["fps"]
-    seconds = max(max(len(d.audio) / rate if d.audio is not None else 0.0, len(d.frame_mask) / fps)
-                  for d in items)
-    bucket = next((b for b in preprocessing["buckets_s"] if b >= seconds - 1e-6),
-                  math.ceil(seconds))
-    samples = max(round(bucket * rate), min_samples,
-                  *(len(d.audio) for d in items if d.audio is not None))
-    frames = max(math.ceil(bucket * fps - 1e-6), 1, *(len(d.frame_mask) for d in items))
-    return samples, frames
-
-
 def make_batch(items: Sequence[Decoded], batch_size: int, preprocessing: dict,
                min_samples: int) -> dict[str, np.ndarray]:
-    """A contract batch of `items`, padded to a bucket and to batch_size rows (copies of row 0)."""
-    samples, frames = padded_shape(items, preprocessing, min_samples)
-    side = preprocessing["crop_size"]
-    batch = {"audio": np.zeros((batch_size, samples), np.float32),
-             "audio_len": np.zeros(batch_size, np.int32),
-             "frames": np.zeros((batch_size, frames, side, side), np.uint8),
-             "frame_len": np.zeros(batch_size, np.int32),
-             "frame_mask": np.zeros((batch_size, frames), bool)}
-    for row in range(batch_size):
-        d = items[row if row < len(items) else 0]
-        if d.audio is not None:
-            batch["audio"][row, :len(d.audio)] = d.audio
-            batch["audio_len"][row] = len(d.audio)
-        t = len(d.frame_mask)
-        batch["frames"][row, :t] = d.frames
-        batch["frame_len"][row] = t
-        batch["frame_mask"][row, :t] = d.frame_mask
-    return batch
+    """A contract batch (data.batch.collate) of `items`: padded to the bucket that holds the
+    longest (whole seconds past the last bucket: nothing is cut) and to batch_size rows (weight-0
+    copies of row 0); a missing audio track is an empty one (audio_len 0)."""
+    clips = [{"audio": d.audio if d.audio is not None else np.zeros(0, np.float32),
+              "frames": d.frames, "frame_mask": d.frame_mask} for d in items]
+    rate, fps = preprocessing["sample_rate"], preprocessing["fps"]
+    buckets = preprocessing["buckets_s"]
+    seconds = max(max(len(c["audio"]) / rate, len(c["frame_mask"]) / fps) for c in clips)
+    b = assign_buckets([seconds], buckets)[0]
+    samples, frames = bucket_shapes([buckets[b] if b < len(buckets) else math.ceil(seconds)],
+                                    rate, fps)[0]
+    samples = max(samples, min_samples, *(len(c["audio"]) for c in clips))
+    frames = max(frames, 1, *(len(c["frame_mask"]) for c in clips))
+    weights = (np.arange(batch_size) < len(clips)).astype(np.float32)
+    return collate(clips + [clips[0]] * (batch_size - len(clips)), samples, frames,
+                   weights=weights)
 
 
 def predict(model_dir: str, paths: Sequence[str], *, batch_size: int = 8, workers: int = 1,
@@ -202,7 +182,7 @@ def predict(model_dir: str, paths: Sequence[str], *, batch_size: int = 8, worker
     if not recordings:
         raise ValueError(f"no media files in {' '.join(paths)}")
     labels, fusion = meta["labels"], meta["model_config"]["fusion"]
-    bar = Progress(len(recordings)) if progress else None
+    bar = Progress(len(recordings), label="predict", unit="files") if progress else None
     # (recording, decoded, skip reason or None), in input order, until a batch is full.
     pending: list[tuple[Recording, Decoded, str | None]] = []
 
@@ -228,18 +208,17 @@ def predict(model_dir: str, paths: Sequence[str], *, batch_size: int = 8, worker
         pending.clear()
 
     jobs = [(recording, pre) for recording in recordings]
-    parallel = workers > 1 and len(jobs) > 1
-    with (interrupt.process_pool(min(workers, len(jobs))) if parallel
-          else contextlib.nullcontext()) as pool:
-        for recording, decoded in zip(recordings, pool.imap(_decode_job, jobs) if parallel
-                                      else map(_decode_job, jobs), strict=True):
-            pending.append((recording, decoded, fallback(decoded, fusion)))
-            if sum(reason is None for _, _, reason in pending) == batch_size:
+    try:
+        with process_map(_decode_job, jobs, workers) as decoded_all:
+            for recording, decoded in zip(recordings, decoded_all, strict=True):
+                pending.append((recording, decoded, fallback(decoded, fusion)))
+                if sum(reason is None for _, _, reason in pending) == batch_size:
+                    yield from flush()
+            if pending:
                 yield from flush()
-        if pending:
-            yield from flush()
-    if bar:
-        bar.close()
+    finally:
+        if bar:
+            bar.close()
 
 
 def format_result(result: dict) -> str:
@@ -284,6 +263,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         report = {"model": os.path.abspath(args.model_dir), "results": results,
                   "seconds": seconds, "files_per_second": len(results) / seconds}
-        data = json.dumps(report, indent=1).encode()
-        atomic_write(args.json, lambda f: f.write(data))
+        atomic.write_json(args.json, report)
     return 0 if done else 1

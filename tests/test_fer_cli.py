@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from avfbp_jax import cli, fer_convert
-from avfbp_jax.data.faces import FaceCropper
+from avfbp_jax.data.faces import FaceCropper, fer_crop
 from avfbp_jax.data.media import read_video
 from avfbp_jax.models import fer
 
@@ -93,7 +93,7 @@ def test_faces_video_image_and_bad_file(setup, capsys):
     assert [f["face"] for f in video["frames"]] == [True, True, True, False, False]
     assert video["frames"][3]["probs"] is None
     cropper = FaceCropper()
-    crops = cropper.crop_frames(frames, fer.fer_crop)[0][:3]  # the same tracked detection
+    crops = cropper.crop_frames(frames, fer_crop)[0][:3]  # the same tracked detection
     got = np.array([f["probs"] for f in video["frames"][:3]])
     np.testing.assert_allclose(got, direct_probs(setup["params"], crops), atol=2e-6)
     np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
@@ -101,7 +101,7 @@ def test_faces_video_image_and_bad_file(setup, capsys):
 
     gray = cv2.cvtColor(face_image(), cv2.COLOR_RGB2GRAY)
     (frame,) = image["frames"]
-    want = direct_probs(setup["params"], fer.fer_crop(gray, cropper.detect(gray))[None])[0]
+    want = direct_probs(setup["params"], fer_crop(gray, cropper.detect(gray))[None])[0]
     np.testing.assert_allclose(frame["probs"], want, atol=2e-6)
 
 

@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 
-from avfbp_jax import cli
-from avfbp_jax.data.cache import FeatureCache, atomic_write
+from avfbp_jax import atomic, cli
+from avfbp_jax.data.cache import FeatureCache
 from avfbp_jax.data.config import data_config
 from avfbp_jax.data.loader import TrainLoader
 
@@ -105,7 +105,7 @@ def main() -> None:
               "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
               "python": platform.python_version()}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    atomic_write(args.out, lambda f: f.write(json.dumps(result, indent=1).encode()))
+    atomic.write(args.out, lambda f: f.write(json.dumps(result, indent=1).encode()))
     print(f"wrote {args.out}")
 
 

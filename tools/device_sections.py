@@ -21,7 +21,6 @@ half the cores, and "host" waits for it):
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -638,6 +637,7 @@ def section_corpus(plan: Plan, part: Part, *, work: str, commit: str) -> None:
     says which path ran.
     """
     from avfbp_jax.data import prepare, synthetic
+    from avfbp_jax.data.config import data_config
     from avfbp_jax.data.faces import FaceCropper
 
     corpus, cache = os.path.join(work, "corpus"), os.path.join(work, "cache")
@@ -657,12 +657,10 @@ def section_corpus(plan: Plan, part: Part, *, work: str, commit: str) -> None:
         part["cache_writer"] = f"whole frames (no face detector: {type(e).__name__}: {e})"
     start = time.time()
     if part["cache_writer"] == "avfbp prepare":
-        parser = argparse.ArgumentParser()
-        prepare.add_arguments(parser)
-        args = parser.parse_args([corpus, cache, "--workers", str(plan.workers), "--fps",
-                                  str(fps), "--crop-size", "64"])
-        if prepare.run(args) != 0:
-            raise RuntimeError("prepare failed (see the log)")
+        settings = data_config()
+        settings.fps, settings.crop_size = fps, 64
+        if not prepare.prepare_cache(corpus, cache, settings, workers=plan.workers)["records"]:
+            raise RuntimeError("prepare failed: no usable clip (see the cache index)")
     else:
         write_whole_frame_cache(corpus, cache, fps=fps, crop_size=64, workers=plan.workers)
     prepare_s = time.time() - start

@@ -6,6 +6,7 @@
 #   soundfile      wav reading and writing (synthetic corpus, prepare); needs cffi -> pycparser
 #   av             PyAV: prepare decodes the synthetic corpus's AVI video with it
 #                  (avfbp_jax/data/media.py imports it at module level)
+#   soxr           audio resampling (avfbp_jax/data/media.py imports it at module level)
 #   ml-collections configs (needs absl-py, PyYAML: in the image)
 #   tensorboardX   training scalars (needs numpy, packaging, protobuf: in the image)
 # One version of each (two stop the whole --no-deps install). The versions are those the
@@ -19,6 +20,7 @@ WHEELS=(
   cffi==2.0.0
   pycparser==3.0
   av==18.1.0
+  soxr==1.1.0
   ml-collections==1.1.0
   tensorboardX==2.6.5
 )

@@ -19,22 +19,22 @@ The per-clip files are the unit of work and of resuming; the packed files are th
 reading. Reading a clip from the packed files is a slice of a memory map: no per-clip file to
 open and parse (np.load of an .npz holds the GIL and managed ~1,600 clips/s on one core of the
 development machine, far below what an accelerator's step consumes), and the operating system's
-page cache keeps what fits in memory. Every file is written under a temporary name in the same
-folder and then renamed, so an interrupted `prepare` leaves only whole clip files (which the next
-run reuses) and either the old index and packed files or the new ones; index.json is written
-last, so its presence marks a finished run.
+page cache keeps what fits in memory. Every file and the packed folder are written atomically
+(avfbp_jax.atomic), so an interrupted `prepare` leaves only whole clip files (which the next run
+reuses) and either the old index and packed folder or the new ones; index.json is written last,
+so its presence marks a finished run.
 """
 
 import contextlib
 import json
 import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
+
+from avfbp_jax import atomic
 
 VERSION = 2  # 2: packed arrays (version-1 caches are re-packed by `avfbp prepare`)
 INDEX = "index.json"
@@ -45,25 +45,6 @@ PACKED_ARRAYS = {"audio": "int16", "crops": "uint8", "found": "bool", "fer": "fl
 # keeps it int16 (half the host->device bytes of float32); the model scales it back on device.
 PCM_SCALE = 32767.0
 CLIPS = "clips"
-TMP_PREFIX = ".tmp-"
-
-
-def atomic_write(path: str, write: Any, tmp_dir: str | None = None) -> None:
-    """Calls write(file_object) on a temporary file, then renames it to path.
-
-    The temporary file is unique (mkstemp) and lives in tmp_dir, by default next to path (it must
-    be on the same filesystem); it is removed if writing fails or is interrupted.
-    """
-    folder = tmp_dir or os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def pcm16(audio: np.ndarray) -> np.ndarray:
@@ -84,7 +65,7 @@ def write_clip(cache_dir: str, clip_id: str, audio: np.ndarray, crops: np.ndarra
               "crops": crops.astype(np.uint8), "found": found.astype(bool)}
     if fer is not None:
         arrays["fer"] = fer.astype(np.float32)
-    atomic_write(os.path.join(cache_dir, name), lambda f: np.savez(f, **arrays))
+    atomic.write(os.path.join(cache_dir, name), lambda f: np.savez(f, **arrays))
     return name
 
 
@@ -93,36 +74,25 @@ def packed_file(cache_dir: str, name: str) -> str:
 
 
 def _pack(cache_dir: str, records: list[dict]) -> tuple[list[dict], dict]:
-    """Writes the packed arrays of `records` (their clip files, in order); returns the records
+    """Writes the packed folder of `records` (their clip files, in order); returns the records
     with audio_offset and frame_offset, and the packed shapes for the index."""
-    os.makedirs(os.path.join(cache_dir, PACKED), exist_ok=True)
     names = ["audio", "crops", "found"]
     shapes = {}
     if records:
         with np.load(os.path.join(cache_dir, records[0]["file"])) as z:
             names += ["fer"] if "fer" in z.files else []
             shapes = {n: list(z[n].shape[1:]) for n in names}
-    files = {n: tempfile.mkstemp(prefix=TMP_PREFIX, dir=os.path.join(cache_dir, PACKED))
-             for n in names}
     out, audio_offset, frame_offset = [], 0, 0
-    try:
-        handles = {n: os.fdopen(fd, "wb") for n, (fd, _) in files.items()}
-        with contextlib.ExitStack() as stack:
-            for handle in handles.values():
-                stack.enter_context(handle)
-            for record in records:
-                with np.load(os.path.join(cache_dir, record["file"])) as z:
-                    for n in names:
-                        handles[n].write(np.ascontiguousarray(z[n], PACKED_ARRAYS[n]).tobytes())
-                out.append({**record, "audio_offset": audio_offset, "frame_offset": frame_offset})
-                audio_offset += record["audio_len"]
-                frame_offset += record["num_frames"]
-        for n, (_, tmp) in files.items():
-            os.replace(tmp, packed_file(cache_dir, n))
-    finally:
-        for _, tmp in files.values():
-            if os.path.exists(tmp):
-                os.remove(tmp)
+    with atomic.directory(os.path.join(cache_dir, PACKED)) as tmp, contextlib.ExitStack() as stack:
+        handles = {n: stack.enter_context(open(os.path.join(tmp, f"{n}.{PACKED_ARRAYS[n]}"), "wb"))
+                   for n in names}
+        for record in records:
+            with np.load(os.path.join(cache_dir, record["file"])) as z:
+                for n in names:
+                    handles[n].write(np.ascontiguousarray(z[n], PACKED_ARRAYS[n]).tobytes())
+            out.append({**record, "audio_offset": audio_offset, "frame_offset": frame_offset})
+            audio_offset += record["audio_len"]
+            frame_offset += record["num_frames"]
     return out, {"arrays": names, "shapes": shapes, "samples": audio_offset,
                  "frames": frame_offset}
 
@@ -134,8 +104,7 @@ def write_index(cache_dir: str, classes: Sequence[str], settings: dict, records:
     records, packed = _pack(cache_dir, records)
     index = {"version": VERSION, "classes": list(classes), "settings": settings,
              "packed": packed, "records": records, "skipped": skipped, "dropped": dropped or {}}
-    data = json.dumps(index, indent=1).encode()
-    atomic_write(os.path.join(cache_dir, INDEX), lambda f: f.write(data))
+    atomic.write_json(os.path.join(cache_dir, INDEX), index)
 
 
 def read_index(cache_dir: str) -> dict:

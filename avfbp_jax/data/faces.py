@@ -1,4 +1,4 @@
-"""Per-frame face detection and square grayscale face crops.
+"""Per-frame face detection and square grayscale face crops (the pipeline's, and fer's).
 
 The detector is OpenCV's Viola-Jones Haar cascade `haarcascade_frontalface_default.xml`, which
 ships inside the opencv-python(-headless) 4.x wheel (`cv2.data.haarcascades`), so it works
@@ -12,12 +12,48 @@ shift the frames against the audio.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import cv2
 import numpy as np
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
+
+# fer's face cropping (fer/fer.py: PADDING, FER(offsets=(10, 10)), cv2.resize defaults) and the
+# input side of its expression network (avfbp_jax.models.fer.INPUT_SIZE).
+FER_CROP_SIZE = 64
+FER_PADDING = 40
+FER_OFFSETS = (10, 10)
+
+
+def fer_crop(gray: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """fer's crop of one face: uint8 [H, W] grayscale frame, (x, y, w, h) box -> uint8 [64, 64].
+
+    Same steps as `FER.detect_emotions`: pad the frame by 40 pixels with the mean of its bottom
+    two rows, make the box square by growing its shorter side, widen it by 10 pixels on every
+    side, clip its top-left corner at the padded frame's origin, and resize with cv2.resize's
+    default (bilinear) interpolation. Pass it to FaceCropper.crop_frames to cut fer's crops.
+    """
+    gray = np.asarray(gray)
+    if gray.dtype != np.uint8 or gray.ndim != 2:
+        raise ValueError(f"fer_crop wants a uint8 [H, W] frame, got {gray.dtype} {gray.shape}")
+    mean = cv2.mean(gray[-2:])[0]
+    padded = cv2.copyMakeBorder(
+        gray, *(FER_PADDING,) * 4, borderType=cv2.BORDER_CONSTANT, value=[mean] * 3
+    )
+    x, y, w, h = (int(v) for v in box)
+    if h > w:
+        x, w = x - (h - w) // 2, h
+    elif w > h:
+        y, h = y - (w - h) // 2, w
+    x_off, y_off = FER_OFFSETS
+    x1, x2 = max(0, x - x_off + FER_PADDING), x + w + x_off + FER_PADDING
+    y1, y2 = max(0, y - y_off + FER_PADDING), y + h + y_off + FER_PADDING
+    face = padded[y1:y2, x1:x2]
+    if face.size == 0:
+        raise ValueError(f"face box {tuple(box)} lies outside the {gray.shape} frame")
+    return cv2.resize(face, (FER_CROP_SIZE, FER_CROP_SIZE))
 
 
 class FaceCropper:
@@ -113,7 +149,7 @@ class FaceCropper:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Face crops of uint8 [T, H, W] grayscale frames: (uint8 [T, S, S], found bool [T]).
 
-        crop(frame, box) cuts each face (default self.crop; the FER port passes fer's own crop).
+        crop(frame, box) cuts each face (default self.crop; `fer_crop` cuts fer's own crop).
         """
         crop = crop or self.crop
         frames = np.asarray(frames)
@@ -129,3 +165,9 @@ class FaceCropper:
                 crops[t] = crop(frame, box)
                 found[t] = True
         return crops, found
+
+
+@functools.cache
+def shared_cropper(crop_size: int) -> FaceCropper:
+    """One default FaceCropper per crop size in this process (worker processes reuse theirs)."""
+    return FaceCropper(crop_size)

@@ -1,9 +1,8 @@
 """Length-bucketed, deterministic, resumable batches from a FeatureCache.
 
-Bucketing: a clip goes to the shortest bucket (seconds) at least as long as it; a batch of
-bucket b has audio padded to round(b * sample_rate) samples and frames padded to
-ceil(b * fps), so at most len(buckets) batch shapes ever reach the compiled step (clips longer
-than the last bucket are cut to it). A training epoch shuffles the clips with a generator seeded
+Bucketing (avfbp_jax.data.batch): a clip goes to the shortest bucket at least as long as it, so
+at most len(buckets) batch shapes ever reach the compiled step (clips longer than the last
+bucket are cut to it). A training epoch shuffles the clips with a generator seeded
 by (seed, epoch), fills whole batches bucket by bucket from the shortest up, carries each
 bucket's leftover clips up into the next bucket, pads the one final leftover batch with weight-0
 rows (copies of a real clip, so masked means stay finite), then shuffles the batch order. Every
@@ -32,21 +31,14 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from avfbp_jax.data.batch import assign_buckets, bucket_shapes, collate
 from avfbp_jax.data.cache import FeatureCache
 from avfbp_jax.data.config import DEFAULT_BUCKETS
 
 
-def bucket_shapes(buckets: Sequence[float], sample_rate: int, fps: float) -> list[tuple[int, int]]:
-    """(audio samples, frames) of each bucket."""
-    return [(round(s * sample_rate), math.ceil(s * fps - 1e-6)) for s in buckets]
-
-
-def assign_buckets(cache: FeatureCache, buckets: Sequence[float]) -> np.ndarray:
+def _clip_buckets(cache: FeatureCache, buckets: Sequence[float]) -> np.ndarray:
     """The bucket index of every clip in the cache (the last bucket for clips longer than it)."""
-    if list(buckets) != sorted(buckets) or len(buckets) == 0:
-        raise ValueError(f"buckets must be a non-empty increasing list of seconds, got {buckets}")
-    ids = np.searchsorted(np.asarray(buckets, np.float64), cache.durations() - 1e-6)
-    return np.minimum(ids, len(buckets) - 1)
+    return np.minimum(assign_buckets(cache.durations(), buckets), len(buckets) - 1)
 
 
 def plan_batches(indices: np.ndarray, bucket_ids: np.ndarray, batch_size: int,
@@ -72,32 +64,6 @@ def plan_batches(indices: np.ndarray, bucket_ids: np.ndarray, batch_size: int,
     if rng is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
-
-
-def collate(clips: Sequence[dict], samples: int, frames: int,
-            labels: np.ndarray | None = None, weights: np.ndarray | None = None) -> dict:
-    """A batch per the contract in avfbp_jax/data/__init__.py from clip dicts (FeatureCache.get
-    or prepare.load_clip), padded or cut to `samples` audio samples and `frames` frames."""
-    n = len(clips)
-    first = clips[0]["frames"]  # uint8 crops [T, S, S] or float32 features [T, D]
-    batch = {
-        "audio": np.zeros((n, samples), clips[0]["audio"].dtype),  # int16 PCM or float32
-        "audio_len": np.zeros(n, np.int32),
-        "frames": np.zeros((n, frames, *first.shape[1:]), first.dtype),
-        "frame_len": np.zeros(n, np.int32),
-        "frame_mask": np.zeros((n, frames), bool),
-        "label": np.zeros(n, np.int32) if labels is None else labels.astype(np.int32),
-        "weight": np.ones(n, np.float32) if weights is None else weights.astype(np.float32),
-    }
-    for r, clip in enumerate(clips):
-        a = min(len(clip["audio"]), samples)
-        t = min(len(clip["frames"]), frames)
-        batch["audio"][r, :a] = clip["audio"][:a]
-        batch["audio_len"][r] = a
-        batch["frames"][r, :t] = clip["frames"][:t]
-        batch["frame_len"][r] = t
-        batch["frame_mask"][r, :t] = clip["frame_mask"][:t]
-    return batch
 
 
 def _process_slice(batch_size: int, process_index: int, process_count: int) -> slice:
@@ -126,7 +92,7 @@ def eval_batches(cache: FeatureCache, indices: Sequence[int], batch_size: int, *
     """
     part = _process_slice(batch_size, process_index, process_count)
     shapes = bucket_shapes(buckets, cache.sample_rate, cache.fps)
-    bucket_ids = assign_buckets(cache, buckets)
+    bucket_ids = _clip_buckets(cache, buckets)
     for planned in plan_batches(np.asarray(indices, np.int64), bucket_ids, batch_size):
         yield _local_batch(cache, planned, shapes, part, with_index)
 
@@ -153,7 +119,7 @@ class TrainLoader:
         self.threads = max(threads, 1)
         self._part = _process_slice(batch_size, process_index, process_count)
         self._shapes = bucket_shapes(buckets, cache.sample_rate, cache.fps)
-        self._bucket_ids = assign_buckets(cache, buckets)
+        self._bucket_ids = _clip_buckets(cache, buckets)
         self.steps_per_epoch = math.ceil(len(self.indices) / batch_size)
         self.num_shapes = len(np.unique(self._bucket_ids[self.indices]))
         self._position = (0, 0)  # (epoch, step) of the next batch handed out

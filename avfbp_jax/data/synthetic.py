@@ -56,8 +56,7 @@ import cv2
 import numpy as np
 import soundfile as sf
 
-from avfbp_jax import interrupt
-from avfbp_jax.data.cache import atomic_write
+from avfbp_jax import atomic, interrupt
 
 CORPUS_NAME = "avfbp-synthetic"
 GENERATOR_VERSION = 2
@@ -466,7 +465,7 @@ def _write_text(path: Path, text: str, tmp_dir: Path) -> None:
     """Writes path atomically through a temporary file in tmp_dir (TMP_DIR: what a stopped run
     leaves stays there, where the next run removes it)."""
     data = text.encode()
-    atomic_write(str(path), lambda f: f.write(data), tmp_dir=str(tmp_dir))
+    atomic.write(str(path), lambda f: f.write(data), tmp_dir=str(tmp_dir))
 
 
 def corpus_settings(clips: int, seed: int, classes: tuple[str, ...], cues: Cues) -> dict:

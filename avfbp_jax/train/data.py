@@ -3,8 +3,10 @@
 
 Experiments on the embedded synthetic corpus carry a `config.data.synthetic` block (clips, seed);
 for them a missing (or unfinished) corpus is generated with avfbp_jax.data.synthetic. A missing
-(or unfinished) cache is then written by `avfbp prepare` with the data config's settings. Both
-resume where an interrupted run stopped. Real corpora must exist already.
+(or unfinished) cache is then written by avfbp_jax.data.prepare.prepare_cache (what `avfbp
+prepare` runs) with the data config's settings, and with the FER port's per-frame features when
+data.frame_input is "fer". Both resume where an interrupted run stopped. Real corpora must exist
+already.
 """
 
 import json
@@ -61,21 +63,21 @@ def _check_synthetic_version(data: ml_collections.ConfigDict) -> None:
 
 
 def _prepare(data: ml_collections.ConfigDict) -> None:
-    """Runs `avfbp prepare` with the data config's settings."""
-    import argparse
-
+    """Writes the feature cache with the data config's settings (prepare_cache)."""
     from avfbp_jax.data import prepare
 
-    parser = argparse.ArgumentParser(prog="avfbp prepare")
-    prepare.add_arguments(parser)
-    argv = [data.corpus_dir, data.cache_dir, "--corpus", data.corpus, "--fps", str(data.fps),
-            "--crop-size", str(data.crop_size), "--sample-rate", str(data.sample_rate),
-            "--workers", str(data.workers), "--split-seed", str(data.split_seed),
-            "--marker-actor-side", data.marker_actor_side]
-    if data.frame_input == "fer":
-        argv.append("--fer-features")
-    if not data.excited_as_happy:
-        argv.append("--keep-excited")
     print(f"preparing the feature cache {data.cache_dir}", flush=True)
-    if prepare.run(parser.parse_args(argv)) != 0:
-        raise RunSetupError(f"`avfbp prepare {' '.join(argv)}` failed (see its messages above)")
+    try:
+        frame_features = None
+        if data.frame_input == "fer":
+            from avfbp_jax.models import fer
+
+            frame_features = fer.FrameFeatures(data.crop_size)
+        result = prepare.prepare_cache(data.corpus_dir, data.cache_dir, data, frame_features,
+                                       workers=data.workers)
+    except (ValueError, OSError) as e:
+        raise RunSetupError(f"preparing the feature cache {data.cache_dir}: {e}") from None
+    print(prepare.summary(result, data.cache_dir), flush=True)
+    error = prepare.failure(result, data.corpus_dir)
+    if error:
+        raise RunSetupError(error)

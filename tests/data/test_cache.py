@@ -89,16 +89,3 @@ def test_truncated_files_are_named(tiny_cache):
         with pytest.raises(ValueError, match=r"packed/crops.uint8: 1000 bytes, expected \d+; "
                                              "re-run `avfbp prepare`"):
             FeatureCache(tiny_cache, in_memory=in_memory)
-
-
-def test_atomic_write_keeps_old_file_on_failure(tmp_path):
-    path = tmp_path / "x.bin"
-    cache.atomic_write(str(path), lambda f: f.write(b"old"))
-
-    def fail(f):
-        f.write(b"half")
-        raise RuntimeError("interrupted")
-
-    with pytest.raises(RuntimeError):
-        cache.atomic_write(str(path), fail)
-    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["x.bin"]

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from avfbp_jax.data.faces import FaceCropper
+from avfbp_jax.data.faces import FaceCropper, fer_crop
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -80,3 +80,20 @@ def test_search_near_the_previous_box_agrees_with_a_full_search(astronaut):
     # A stale box far from the face: nothing there, so the whole frame is searched again.
     np.testing.assert_array_equal(cropper.detect(astronaut, near=(400, 400, 60, 60)), full)
     assert cropper.detect(np.full_like(astronaut, 90), near=tuple(full)) is None
+
+
+def test_fer_crop_matches_fers_steps():
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, (240, 320), dtype=np.uint8)
+    # A square box well inside the frame: crop widened by 10 px on each side, resized.
+    np.testing.assert_array_equal(fer_crop(gray, (100, 50, 80, 80)),
+                                  cv2.resize(gray[40:140, 90:190], (64, 64)))
+    # A tall box is widened symmetrically to a square before the 10 px offsets.
+    np.testing.assert_array_equal(fer_crop(gray, (100, 50, 60, 80)),
+                                  cv2.resize(gray[40:140, 80:180], (64, 64)))
+    # At the corner, the part outside the frame is the mean of the frame's bottom two rows.
+    gray = np.full((100, 100), 200, np.uint8)
+    gray[-2:] = 30
+    crop = fer_crop(gray, (0, 0, 44, 44))  # 64x64 region from (-10, -10): no resampling
+    assert crop.shape == (64, 64)
+    assert (crop[:10] == 30).all() and (crop[:, :10] == 30).all() and (crop[10:, 10:] == 200).all()

@@ -19,10 +19,10 @@ from data_helpers import (
 from avfbp_jax import cli
 from avfbp_jax.data import cache as cache_lib
 from avfbp_jax.data import prepare as prepare_lib
+from avfbp_jax.data.batch import collate
 from avfbp_jax.data.cache import FeatureCache
 from avfbp_jax.data.corpora import IEMOCAP_CLASSES
 from avfbp_jax.data.faces import FaceCropper
-from avfbp_jax.data.loader import collate
 from avfbp_jax.data.media import MediaError
 from avfbp_jax.data.prepare import load_clip
 
@@ -64,7 +64,7 @@ def test_prepare_folder_corpus(tmp_path, capsys):
     assert prepare(tmp_path / "corpus", tmp_path / "cache") == 0
     out, err = capsys.readouterr()
     assert "4 clips in" in out and "4 skipped" in out and "clips/s" in out
-    assert "[" + "#" * 30 + "] 8/8 clips" in err  # the progress bar reached the end
+    assert "prepare 8/8 (100%)" in err and "clips/s" in err  # progress reached the end
 
     fc = FeatureCache(str(tmp_path / "cache"))
     assert fc.classes == ["happy", "sad"]
@@ -218,14 +218,12 @@ def test_prepare_stores_fer_features(tmp_path, monkeypatch):
     import jax
 
     from avfbp_jax import fer_convert
-    from avfbp_jax.data import prepare as prepare_lib
     from avfbp_jax.models import fer
 
     crops0 = np.zeros((1, fer.INPUT_SIZE, fer.INPUT_SIZE), np.uint8)
     params = jax.tree.map(np.asarray, fer.FerEncoder().init(jax.random.key(0), crops0)["params"])
     weights = fer_convert.write_weights(params, tmp_path / "fer", sha256="0" * 64, source="random")
     monkeypatch.setenv(fer.WEIGHTS_ENV, str(weights))
-    monkeypatch.setattr(prepare_lib, "_fer_params", None)
     root = tmp_path / "corpus"
     write_wav(f"{root}/happy/a.wav", 1.0)
     write_video(f"{root}/happy/a.avi", face_frames(1.0, every=2))

@@ -17,6 +17,7 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
 from avfbp_jax import fer_convert
+from avfbp_jax.data.faces import fer_crop
 from avfbp_jax.models import fer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "fer_reference.npz"
@@ -168,23 +169,6 @@ def test_preprocess_is_fers_formula():
     assert float(fer.preprocess(np.uint8(255))) == 1.0
 
 
-def test_fer_crop_matches_fers_steps():
-    rng = np.random.default_rng(0)
-    gray = rng.integers(0, 256, (240, 320), dtype=np.uint8)
-    # A square box well inside the frame: crop widened by 10 px on each side, resized.
-    np.testing.assert_array_equal(fer.fer_crop(gray, (100, 50, 80, 80)),
-                                  cv2.resize(gray[40:140, 90:190], (64, 64)))
-    # A tall box is widened symmetrically to a square before the 10 px offsets.
-    np.testing.assert_array_equal(fer.fer_crop(gray, (100, 50, 60, 80)),
-                                  cv2.resize(gray[40:140, 80:180], (64, 64)))
-    # At the corner, the part outside the frame is the mean of the frame's bottom two rows.
-    gray = np.full((100, 100), 200, np.uint8)
-    gray[-2:] = 30
-    crop = fer.fer_crop(gray, (0, 0, 44, 44))  # 64x64 region from (-10, -10): no resampling
-    assert crop.shape == (64, 64)
-    assert (crop[:10] == 30).all() and (crop[:, :10] == 30).all() and (crop[10:, 10:] == 200).all()
-
-
 def test_converter_maps_every_layer(synthetic):
     weights, _, params, _ = synthetic
     block1 = params["block1"]
@@ -272,6 +256,26 @@ def test_write_and_load_roundtrip(synthetic, tmp_path, monkeypatch):
     jax.tree.map(np.testing.assert_array_equal, loaded, params)
 
 
+def test_weights_from_the_pytree_checkpointer_still_load(synthetic, tmp_path):
+    """Weights converted before the move to StandardCheckpointer (PyTreeCheckpointer wrote the
+    same files) load unchanged; a folder with other parameters is refused, naming the first."""
+    import orbax.checkpoint as ocp
+
+    _, _, params, _ = synthetic
+    out = fer_convert.write_weights(params, tmp_path / "new", sha256="0" * 64, source="synthetic")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / fer.META_FILE).write_text((out / fer.META_FILE).read_text())
+    ocp.PyTreeCheckpointer().save((tmp_path / "old" / fer.PARAMS_SUBDIR).resolve(), params)
+    jax.tree.map(np.testing.assert_array_equal, fer.load_fer_params(tmp_path / "old"), params)
+    fewer = {k: v for k, v in params.items() if k != "classifier"}
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / fer.META_FILE).write_text((out / fer.META_FILE).read_text())
+    ocp.PyTreeCheckpointer().save((tmp_path / "bad" / fer.PARAMS_SUBDIR).resolve(), fewer)
+    with pytest.raises(ValueError, match=r"does not hold the port's parameters: "
+                                         r"\['classifier'\]\['bias'\] is missing"):
+        fer.load_fer_params(tmp_path / "bad")
+
+
 # --- with the real converted weights ---
 
 @pytest.fixture(scope="module")
@@ -297,7 +301,7 @@ def test_astronaut_face(real_params):
     detector = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
     boxes = detector.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(50, 50))
     assert len(boxes) == 1
-    probs = np.asarray(fer.extract_features(real_params, fer.fer_crop(gray, boxes[0])[None],
+    probs = np.asarray(fer.extract_features(real_params, fer_crop(gray, boxes[0])[None],
                                             output="probs"))[0]
     assert probs.shape == (7,) and (probs >= 0).all() and abs(probs.sum() - 1) < 1e-5
     print("astronaut:", fer.CLASS_NAMES[int(probs.argmax())], probs.round(3))

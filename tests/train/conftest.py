@@ -22,18 +22,16 @@ def tiny_model():
 
 def tiny_corpus(root) -> tuple[str, str]:
     """A 16-clip synthetic corpus (1-1.5 s clips) and its prepared cache under root."""
-    import argparse
     import dataclasses
     import os
 
     from avfbp_jax.data import prepare, synthetic
+    from avfbp_jax.data.config import data_config
 
     corpus, cache = os.path.join(root, "corpus"), os.path.join(root, "cache")
     cues = dataclasses.replace(synthetic.Cues(), min_seconds=1.0, max_seconds=1.5)
     synthetic.write_corpus(corpus, clips=16, seed=0, cues=cues, workers=1)
-    parser = argparse.ArgumentParser()
-    prepare.add_arguments(parser)
-    assert prepare.run(parser.parse_args([corpus, cache, "--workers", "1"])) == 0
+    assert prepare.prepare_cache(corpus, cache, data_config())["records"]
     return corpus, cache
 
 
