@@ -18,7 +18,7 @@ LAYERS = [
     {"models"},
     {"train"},
     {"export", "predict"},
-    {"cli", "launch", "fer_convert", "fer_cli", "__init__"},
+    {"cli", "launch", "fer_convert", "fer_cli", "mtcnn_convert", "pinned_wheel", "__init__"},
 ]
 
 
