@@ -18,7 +18,8 @@ LAYERS = [
     {"models"},
     {"train"},
     {"export", "predict"},
-    {"cli", "launch", "fer_convert", "fer_cli", "prepare_cli", "alexnet_convert", "__init__"},
+    {"cli", "launch", "fer_convert", "fer_cli", "prepare_cli", "alexnet_convert", "mtcnn_convert",
+     "pinned_wheel", "__init__"},
 ]
 
 
