@@ -15,6 +15,11 @@ from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 TMP_PREFIX = ".tmp-"
+# mkstemp creates files readable by their owner only; a finished file gets the mode a plain
+# open() would give it (0o666 less the process's umask, read once here).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
 
 
 def write(path: str | os.PathLike, write_to: Callable[[IO[bytes]], Any],
@@ -27,6 +32,7 @@ def write(path: str | os.PathLike, write_to: Callable[[IO[bytes]], Any],
     folder = os.fspath(tmp_dir) if tmp_dir else os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=folder)
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             write_to(f)
         os.replace(tmp, path)

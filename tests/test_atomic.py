@@ -15,6 +15,7 @@ def test_write_replaces_whole_file_and_leaves_no_temporary(tmp_path):
     atomic.write_json(path, {"x": 2})
     assert json.loads(path.read_text()) == {"x": 2}
     assert os.listdir(tmp_path) == ["a.json"]
+    assert path.stat().st_mode & 0o777 == atomic.FILE_MODE  # as open() would make it, not 0600
 
 
 def test_failed_write_keeps_old_file_and_removes_temporary(tmp_path):

@@ -1,5 +1,6 @@
 """Shared helpers for the benchmark scripts in tools/: interleaved timing, the same-run GEMM peak,
-machine description, compile counting, printed tables and atomic JSON.
+machine description, compile counting and printed tables (files are written through
+avfbp_jax.atomic).
 
 Timing model: every variant is a zero-argument callable plus a `sync` that waits for its result
 (jax.block_until_ready, torch.cuda.synchronize). One sample runs the callable `reps` times
@@ -12,12 +13,10 @@ the inter-quartile range over rounds.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -188,36 +187,6 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, st
     return "\n".join([line(heads), line(["-" * w for w in widths]), *map(line, body)])
 
 
-def write_json(path: str, obj: Any) -> None:
-    """Writes `obj` as JSON to `path` atomically (temp file in the same folder, then replace)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, default=float)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def save_figure(fig: Any, path: str) -> None:
-    """Saves a matplotlib figure as PNG atomically."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def parse_ints(text: str) -> list[int]:
+    """'8,32' -> [8, 32]."""
     return [int(t) for t in text.split(",") if t.strip()]

@@ -8,7 +8,7 @@ checkout that the tool sends (the session's own), download the wheels the GPU im
 
 then call the tool's `run` once, COMMIT replaced by the output of `git rev-parse --short HEAD`:
 
-    run(command="PYTHONUNBUFFERED=1 timeout 570 python3 tools/device_suite.py --commit COMMIT",
+    run(command="PYTHONUNBUFFERED=1 timeout 570 python3 -m tools.device_suite --commit COMMIT",
         carry=[".whl"], timeout_s=600)
 
 It writes suite.json (everything), suite.md (the README-ready tables with device, date and
@@ -16,7 +16,7 @@ commit) and suite.log (every section's output) into --out ($OUT there) and print
 last. `--dry-run` runs every section at tiny sizes on the CPU (tests/tools/test_device_suite.py
 does, so the suite cannot rot unseen).
 
-Time budget on one H200 with 16 cores, 8 minutes in all (Plan.device() in device_sections.py).
+Time budget on one H200 with 16 cores, 8 minutes in all (Plan.device() in tools/device/plan.py).
 Sections run one after another and each must end by the sum of its own and the earlier
 sections' budgets (time an earlier section left goes to the next one; only "train" has more
 cases to spend it on); a section still running 20 s past that is killed, its finished cases kept.
@@ -45,9 +45,10 @@ import os
 import subprocess
 import sys
 
-import device_sections as ds
-
-sys.path.insert(0, ds.REPO)  # the GPU machine has no installed package: import this checkout
+from tools import REPO
+from tools.device.driver import run_suite
+from tools.device.part import run_section
+from tools.device.plan import SECTIONS, Plan
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,31 +61,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wheels", default=None,
                    help="folder of wheels to install (default: .whl; none in a dry run)")
     p.add_argument("--dry-run", action="store_true", help="tiny sizes on the CPU")
-    p.add_argument("--sections", default=",".join(ds.SECTIONS),
-                   help=f"comma-separated subset of {','.join(ds.SECTIONS)}")
+    p.add_argument("--sections", default=",".join(SECTIONS),
+                   help=f"comma-separated subset of {','.join(SECTIONS)}")
     p.add_argument("--section", help=argparse.SUPPRESS)  # internal: run one section
     p.add_argument("--plan", help=argparse.SUPPRESS)
     p.add_argument("--part", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.section:
-        return ds.run_section(args.section, args.plan, args.part)
+        return run_section(args.section, args.plan, args.part)
     if not args.out:
         p.error("--out: no output folder given and $OUT is not set")
     only = tuple(s for s in args.sections.split(",") if s)
-    if set(only) - set(ds.SECTIONS):
-        p.error(f"--sections: choose from {','.join(ds.SECTIONS)}")
+    if set(only) - set(SECTIONS):
+        p.error(f"--sections: choose from {','.join(SECTIONS)}")
     commit = args.commit or _git_commit()
     wheels = args.wheels if args.wheels is not None else ("" if args.dry_run else
-                                                          os.path.join(ds.REPO, ".whl"))
-    plan = ds.Plan.dry() if args.dry_run else ds.Plan.device()
-    result = ds.run_suite(plan, args.out, commit=commit, wheels=wheels, only=only)
+                                                          os.path.join(REPO, ".whl"))
+    plan = Plan.dry() if args.dry_run else Plan.device()
+    result = run_suite(plan, args.out, commit=commit, wheels=wheels, only=only)
     print(result["markdown"])
     return 0
 
 
 def _git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ds.REPO,
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                               capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -9,6 +9,8 @@
 #   soxr           audio resampling (avfbp_jax/data/media.py imports it at module level)
 #   ml-collections configs (needs absl-py, PyYAML: in the image)
 #   tensorboardX   training scalars (needs numpy, packaging, protobuf: in the image)
+#   soxr           audio resampling (needs numpy: in the image)
+# The rest of setup.cfg's install_requires is in the image (rich comes with flax).
 # One version of each (two stop the whole --no-deps install). The versions are those the
 # project is tested with here.
 #
@@ -23,6 +25,7 @@ WHEELS=(
   soxr==1.1.0
   ml-collections==1.1.0
   tensorboardX==2.6.5
+  soxr==1.1.0
 )
 rm -rf .whl
 mkdir -p .whl

@@ -5,37 +5,38 @@ the time to compile one jitted eval-mode forward pass, and its run time at --bat
 --seconds of audio and --frames face crops (median over interleaved rounds after warm-up; see
 bench_common). Compile time is measured separately and not part of the run time.
 
-  python3 tools/forward_time.py --out /tmp/forward_time.json
-  python3 tools/forward_time.py --quick      # width 0.125, fbp_o 64: a smoke run in seconds
+  python3 -m tools.forward_time --out /tmp/forward_time.json
+  python3 -m tools.forward_time --quick      # the tiny test model: a smoke run in seconds
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
-import bench_common as bc
 import jax
 import numpy as np
 
-from avfbp_jax.models.config import FUSION_TYPES, model_config
+from avfbp_jax import atomic
+from avfbp_jax.models.config import FUSION_TYPES, model_config, tiny_model_config
 from avfbp_jax.models.model import AVModel, example_batch
+from tools import bench_common as bc
 
 
 def count_params(tree) -> int:
     return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(tree)))
 
 
-def build(fusion: str, args: argparse.Namespace):
+def build(fusion: str, *, dtype: str, batch_size: int, seconds: float, frames: int,
+          quick: bool):
     """(jitted forward compiled for the batch, variables, batch, param count, compile seconds)."""
-    cfg = model_config()
+    cfg = tiny_model_config(fusion) if quick else model_config()
     cfg.fusion = fusion
-    cfg.dtype = args.dtype
-    if args.quick:
-        cfg.audio.width, cfg.fbp_o = 0.125, 64
+    cfg.dtype = dtype
     model = AVModel(cfg)
-    batch = jax.device_put(example_batch(cfg, args.batch, args.seconds, args.frames))
+    batch = jax.device_put(example_batch(cfg, batch_size, seconds, frames))
     keys = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
     variables = jax.jit(lambda b: model.init(keys, b, train=False))(batch)
     forward = jax.jit(lambda v, b: model.apply(v, b, train=False))
@@ -62,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
 
     rows, variants = [], []
     for fusion in args.fusion.split(","):
-        compiled, variables, batch, params, compile_s = build(fusion, args)
+        compiled, variables, batch, params, compile_s = build(
+            fusion, dtype=args.dtype, batch_size=args.batch, seconds=args.seconds,
+            frames=args.frames, quick=args.quick)
         rows.append({"fusion": fusion, "params": params, "compile_s": compile_s})
         variants.append(bc.Variant(fusion, lambda c=compiled, v=variables, b=batch: c(v, b)))
     timings = bc.time_interleaved(variants, rounds=args.rounds, warmup=2, target_s=0.0)
@@ -79,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
                                  ("compile_s", "compile s", ".1f"),
                                  ("forward_ms", "forward ms", ".1f"), ("iqr_ms", "IQR ms", ".1f")]))
     if args.out:
-        bc.write_json(args.out, {"machine": info, "args": vars(args), "rows": rows})
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        atomic.write_json(args.out, {"machine": info, "args": vars(args), "rows": rows},
+                          default=float)
     return 0
 
 

@@ -8,7 +8,7 @@ audio-only, video-only and both. Also reports the face detection rate. The featu
 deliberately crude (the video side measures only the mouth), so the numbers bound from below
 what the cues allow; the trained models are the real measurement.
 
-  python tools/synthetic_proxy.py CORPUS_DIR [--json OUT.json] [--workers 2]
+  python3 -m tools.synthetic_proxy CORPUS_DIR [--json OUT.json] [--workers 2]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from avfbp_jax import atomic
 from avfbp_jax.data.faces import FaceCropper
 from avfbp_jax.data.media import read_audio, read_video
 
@@ -128,12 +129,12 @@ def softmax_regression(x, y, classes, l2=1e-2, steps=3000, lr=0.5):
     return w, b
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("corpus")
     parser.add_argument("--json")
     parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     root = Path(args.corpus)
     meta = json.loads((root / "corpus.json").read_text())
     classes = meta["classes"]
@@ -169,7 +170,7 @@ def main() -> None:
         }
     print(json.dumps(report, indent=1))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        atomic.write_json(args.json, report)
 
 
 if __name__ == "__main__":

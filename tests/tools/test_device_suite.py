@@ -1,11 +1,11 @@
-"""The device suite: its dry run (every section at tiny sizes on the CPU, in a subprocess as on
-the GPU machine), the largest-batch search against a known memory model, and the JUnit reader.
+"""The device suite (python3 -m tools.device_suite, tools/device/): its dry run (every section at
+tiny sizes on the CPU, in a subprocess as on the GPU machine), the largest-batch search against a
+known memory model, and the JUnit reader.
 
 No speed is asserted; the dry run must produce every section's numbers and the tables.
 """
 
 import dataclasses
-import importlib
 import json
 import os
 import subprocess
@@ -13,9 +13,11 @@ import sys
 
 import pytest
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir, os.pardir))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-ds = importlib.import_module("device_sections")
+from tools import REPO
+from tools.device import gpu_tests
+from tools.device.driver import Section
+from tools.device.plan import SECTIONS, Plan
+from tools.device.train_step import StepRunner
 
 
 def _positive(x) -> bool:
@@ -27,17 +29,17 @@ def test_dry_run_produces_every_section(tmp_path):
     out = tmp_path / "out"
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
     proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "tools", "device_suite.py"), "--dry-run",
-         "--out", str(out), "--commit", "abc1234"],
+        [sys.executable, "-m", "tools.device_suite", "--dry-run", "--out", str(out), "--commit",
+         "abc1234"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert sorted(os.listdir(out)) == ["suite.json", "suite.log", "suite.md"]
     res = json.loads((out / "suite.json").read_text())
     s = res["sections"]
-    assert set(s) == set(ds.SECTIONS)
+    assert set(s) == set(SECTIONS)
     for name, part in s.items():
         assert part["status"] == "ok" and not part.get("errors"), (name, part)
-        assert 0 < part["wall_s"] <= part["budget_s"] + ds.Section.GRACE_S, name
+        assert 0 < part["wall_s"] <= part["budget_s"] + Section.GRACE_S, name
     assert res["commit"] == "abc1234" and res["dry_run"] is True
     assert res["install"]["status"].startswith("skipped")
 
@@ -47,7 +49,7 @@ def test_dry_run_produces_every_section(tmp_path):
     assert s["pytest"]["returncode"] == 0 and s["pytest"]["counts"]["skipped"] >= 2
     assert any("test_gpu_step_equals_cpu_step" in t for t in s["pytest"]["tests"])
 
-    plan = ds.Plan.dry()
+    plan = Plan.dry()
     fbp = s["fbp"]["result"]["rows"]
     assert {(r["variant"], r["mode"]) for r in fbp} >= {("floor", "fwd"), ("fbp", "fwd+bwd")}
     assert all(_positive(r["median_s"]) for r in fbp)
@@ -91,12 +93,12 @@ def test_dry_run_produces_every_section(tmp_path):
     assert proc.stdout.rstrip().endswith(md.rstrip().splitlines()[-1])  # tables printed last
 
 
-class _FakeRunner(ds._StepRunner):
+class _FakeRunner(StepRunner):
     """The search's arithmetic against a known memory model: bytes = 1000 + 100 * batch, limit
     10_000, and any batch above 80 raises out of memory when run (as fragmentation would)."""
 
     def __init__(self):
-        plan = dataclasses.replace(ds.Plan.dry(), batch_multiple=8, max_batch_cap=1000,
+        plan = dataclasses.replace(Plan.dry(), batch_multiple=8, max_batch_cap=1000,
                                    step_batch=8)
         part = {"rows": [], "max_batch": {}, "skipped": []}
         part = type("P", (dict,), {"save": lambda self: None})(part)
@@ -137,33 +139,9 @@ def test_junit_outcomes(tmp_path):
         '<testcase classname="tests.b" name="t_skip" time="0">'
         '<skipped message="no GPU"/></testcase>'
         '</testsuite></testsuites>')
-    got = ds.junit_outcomes(str(xml))
+    got = gpu_tests.junit_outcomes(str(xml))
     assert got["counts"] == {"passed": 1, "failed": 1, "error": 0, "skipped": 1}
     assert got["tests"]["tests.a::t_fail"] == {"outcome": "failed", "seconds": 0.1,
                                                "message": "assert 1 == 2"}
     assert got["tests"]["tests.a::t_pass"]["seconds"] == 1.5
-    assert ds.junit_outcomes(str(tmp_path / "missing.xml")).keys() == {"junit_error"}
-
-
-@pytest.mark.slow
-def test_whole_frame_cache_matches_prepare_but_the_crops(tmp_path):
-    """The fallback cache (no face detector) has prepare's records, audio and frame counts."""
-    import numpy as np
-
-    from avfbp_jax.data.cache import FeatureCache
-    from tests.train.conftest import tiny_corpus
-
-    corpus, prepared = tiny_corpus(str(tmp_path))
-    whole = str(tmp_path / "whole")
-    ds.write_whole_frame_cache(corpus, whole, fps=10.0, crop_size=64, workers=1)
-    a, b = FeatureCache(prepared), FeatureCache(whole)
-    assert len(a) == len(b) == 16 and a.classes == b.classes
-    keep = ("id", "label", "split", "audio_len", "num_frames", "file")
-    assert [{k: r[k] for k in keep} for r in a.records] == \
-        [{k: r[k] for k in keep} for r in b.records]
-    assert a.settings["fps"] == b.settings["fps"] and b.settings["crop_size"] == 64
-    for i in (0, 15):
-        x, y = a.get(i), b.get(i)
-        np.testing.assert_array_equal(x["audio"], y["audio"])
-        assert y["frames"].shape == x["frames"].shape and y["frames"].dtype == np.uint8
-        assert y["frame_mask"].all() and y["frames"].std() > 10  # a picture, not zeros
+    assert gpu_tests.junit_outcomes(str(tmp_path / "missing.xml")).keys() == {"junit_error"}

@@ -1,14 +1,11 @@
-"""Smoke tests of the benchmark scripts: each runs a tiny --quick sweep and writes valid JSON.
-
-No timing is asserted (speed is measured by the scripts, not by tests); the tests check that
-every variant ran, the FLOP counts follow their formulas, the PyTorch twin computes the same
-function and gradients as the JAX kernel, and the train step does not recompile after warm-up.
+"""Smoke tests of the FBP kernel benchmark (python3 -m tools.bench_fbp, tools/fbp_bench/): a tiny
+--quick sweep writes valid JSON with every variant, the FLOP and byte counts follow their formulas,
+the PyTorch twin computes the same function and gradients as the JAX kernel, and the targets are
+read off the rows. No timing is asserted (speed is measured by the tool, not by tests).
 """
 
-import importlib
 import json
 import math
-import os
 import sys
 import types
 
@@ -17,26 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-TOOLS = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "tools")
-sys.path.insert(0, os.path.abspath(TOOLS))
-bench_common = importlib.import_module("bench_common")
-bench_fbp = importlib.import_module("bench_fbp")
-bench_train = importlib.import_module("bench_train")
-
-
-def test_time_interleaved_and_table():
-    calls = []
-    variants = [bench_common.Variant("a", lambda: calls.append("a"), sync=lambda _: None),
-                bench_common.Variant("b", lambda: calls.append("b"), sync=lambda _: None)]
-    t = bench_common.time_interleaved(variants, rounds=3, warmup=1, target_s=0)
-    assert set(t) == {"a", "b"} and all(len(v.samples) == 3 for v in t.values())
-    assert calls[:2] == ["a", "a"]  # warm-up and calibration of a, then b
-    assert calls[-2:] == ["a", "b"]  # timed rounds alternate the variants
-    text = bench_common.format_table([{"x": 1.5, "y": "long-name"}, {"x": None}],
-                                     [("x", "x", ".2f"), ("y", "name", "")])
-    lines = text.splitlines()
-    assert len(lines) == 4 and len({len(line) for line in lines}) == 1
-    assert lines[2].split() == ["1.50", "long-name"] and lines[3].split() == ["-", "-"]
+from avfbp_jax.ops import fbp as fbp_kernel
+from tools import bench_fbp
+from tools.fbp_bench import sweep
+from tools.fbp_bench.torch_twin import torch_twin
 
 
 def test_torch_twin_matches_kernel_and_gradients():
@@ -48,12 +29,12 @@ def test_torch_twin_matches_kernel_and_gradients():
     g = rng.standard_normal((b, o)).astype(np.float32)
 
     def loss(*a):
-        return jnp.vdot(bench_fbp.fbp_kernel(*a, k=k), g)
+        return jnp.vdot(fbp_kernel(*a, k=k), g)
 
-    ref_out = bench_fbp.fbp_kernel(*map(jnp.asarray, arrs), k=k)
+    ref_out = fbp_kernel(*map(jnp.asarray, arrs), k=k)
     ref_grads = jax.grad(loss, argnums=tuple(range(6)))(*map(jnp.asarray, arrs))
     ts = [torch.tensor(a, requires_grad=True) for a in arrs]
-    out = bench_fbp.torch_twin(torch)(*ts, k)
+    out = torch_twin(torch)(*ts, k)
     (out * torch.from_numpy(g)).sum().backward()
     np.testing.assert_allclose(out.detach().numpy(), ref_out, rtol=1e-5, atol=1e-6)
     for t, ref in zip(ts, ref_grads, strict=True):
@@ -122,7 +103,7 @@ def test_bench_fbp_targets_from_rows():
     cpu = _fake_rows(mfb, 4096, "f32", **{"floor|fwd+bwd": 1.0, "fbp|fwd+bwd": 1.2,
                                           "torch|fwd+bwd": 1.1, "torch.compile|fwd+bwd": 0.9})
     cpu += _fake_rows(mfb, 64, "f32", **{"floor|fwd+bwd": 1.0, "fbp|fwd+bwd": 9.0})
-    got = {t["target"]: (round(t["value"], 6), t["met"]) for t in bench_fbp.targets(cpu, "cpu")}
+    got = {t["target"]: (round(t["value"], 6), t["met"]) for t in sweep.targets(cpu, "cpu")}
     at = f"({mfb}, f32, B=4096, cpu)"
     assert got == {f"fbp fwd+bwd <= 1.25x floor {at}": (1.2, True),
                    f"fbp fwd+bwd <= torch eager {at}": (round(1.2 / 1.1, 6), False),
@@ -131,7 +112,7 @@ def test_bench_fbp_targets_from_rows():
         "floor|fwd": 1.0, "pallas|fwd": 1.04, "torch.compile|fwd": 1.4,
         "floor|fwd+bwd": 1.0, "pallas:recompute|fwd+bwd": 1.2, "pallas:keep|fwd+bwd": 1.1,
         "torch.compile|fwd+bwd": 1.8})
-    got = {t["target"]: t["met"] for t in bench_fbp.targets(gpu, "gpu")}
+    got = {t["target"]: t["met"] for t in sweep.targets(gpu, "gpu")}
     at = f"({mfb}, bf16, B=8192, gpu)"
     assert got == {f"pallas fwd <= 1.05x floor {at}": True,
                    f"pallas fwd >= 1.5x faster than torch.compile {at}": False,
@@ -140,7 +121,7 @@ def test_bench_fbp_targets_from_rows():
                    f"pallas:keep fwd+bwd <= 1.15x floor {at}": True,
                    f"pallas:keep fwd+bwd >= 1.5x faster than torch.compile {at}": True}
     small = _fake_rows(mfb, 4096, "bf16", **{"floor|fwd": 1.0, "pallas|fwd": 1.0})
-    assert bench_fbp.targets(small, "gpu") == []  # the GPU targets need B >= 8192
+    assert sweep.targets(small, "gpu") == []  # the GPU targets need B >= 8192
 
 
 def test_bench_fbp_times_both_pallas_residual_strategies(monkeypatch):
@@ -149,33 +130,16 @@ def test_bench_fbp_times_both_pallas_residual_strategies(monkeypatch):
 
     def fbp_pallas(x, y, w_x, w_y, b_x, b_y, *, k, residuals="recompute"):
         calls.append(residuals)
-        return bench_fbp.fbp_kernel(x, y, w_x, w_y, b_x, b_y, k=k)
+        return fbp_kernel(x, y, w_x, w_y, b_x, b_y, k=k)
 
     module = types.ModuleType("avfbp_jax.ops.fbp_pallas")
     module.fbp_pallas = fbp_pallas
     monkeypatch.setitem(sys.modules, "avfbp_jax.ops.fbp_pallas", module)
-    res = bench_fbp.run_benchmark([(16, 8, 5, 4)], [8], ["f32"], list(bench_fbp.MODES),
+    res = sweep.run_benchmark([(16, 8, 5, 4)], [8], ["f32"], list(sweep.MODES),
                                   ["pallas"], rounds=1, warmup=1, target_ms=0.0, gemm_size=64,
                                   force_pallas=True, log=lambda _: None)
     assert {(r["variant"], r["mode"]) for r in res["rows"]} == {
         ("pallas", "fwd"), ("pallas:recompute", "fwd+bwd"), ("pallas:keep", "fwd+bwd")}
     assert set(calls) == {"recompute", "keep"}
     with pytest.raises(ValueError, match="impls"):
-        bench_fbp.run_benchmark([(16, 8, 5, 4)], [8], ["f32"], ["fwd"], ["cuda"], rounds=1)
-
-
-def test_bench_train_quick_writes_json_without_recompiles(tmp_path):
-    out = tmp_path / "train.json"
-    argv = ["--quick", "--fusions", "amfbp", "--devices", "all", "--sections", "step,compiles",
-            "--out", str(out)]
-    assert bench_train.main(argv) == 0
-    res = json.loads(out.read_text())
-    rows = res["step"]
-    assert [r["fusion"] for r in rows] == ["amfbp"]
-    assert {r["devices"] for r in rows} == {jax.device_count()}
-    for r in rows:
-        assert r["samples_per_s"] > 0 and r["compile_s"] > 0
-        assert r["gflop_per_sample"] > 0 and r["pct_peak"] > 0
-    comp = res["compiles"]
-    assert comp["warmup_shapes"] == 2 and comp["steps_after_warmup"] == 4
-    assert comp["compiles_after_warmup"] == 0
+        sweep.run_benchmark([(16, 8, 5, 4)], [8], ["f32"], ["fwd"], ["cuda"], rounds=1)
