@@ -134,7 +134,8 @@ def decode(recording: Recording, preprocessing: dict, cropper: FaceCropper) -> D
 def _decode_job(job: tuple[Recording, dict]) -> Decoded:
     """decode() with this process's FaceCropper (for the worker pool)."""
     recording, preprocessing = job
-    return decode(recording, preprocessing, shared_cropper(preprocessing["crop_size"]))
+    cropper = shared_cropper(preprocessing["crop_size"], preprocessing.get("face_detector", "haar"))
+    return decode(recording, preprocessing, cropper)
 
 
 def fallback(decoded: Decoded, fusion: str) -> str | None:

@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from avfbp_jax.data import prepare
-from avfbp_jax.data.config import CORPUS_KINDS, data_config
+from avfbp_jax.data.config import CORPUS_KINDS, FACE_DETECTORS, data_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="IEMOCAP: side of the dialog video where the dialog-id actor sits")
     parser.add_argument("--split-seed", type=int, default=d.split_seed,
                         help="folder corpus without splits.csv: seed of the stratified split")
+    parser.add_argument("--face-detector", choices=FACE_DETECTORS, default=d.face_detector,
+                        help="haar (OpenCV cascade) or mtcnn (needs converted weights: python3 -m "
+                             "avfbp_jax.mtcnn_convert) (default: %(default)s)")
     parser.add_argument("--fer-features", action="store_true",
                         help="also store the FER port's per-frame features (needs crop size 64 "
                              "and converted weights: python -m avfbp_jax.fer_convert)")
@@ -37,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = {"corpus": args.corpus, "sample_rate": args.sample_rate, "fps": args.fps,
                 "crop_size": args.crop_size, "excited_as_happy": not args.keep_excited,
-                "marker_actor_side": args.marker_actor_side, "split_seed": args.split_seed}
+                "marker_actor_side": args.marker_actor_side, "split_seed": args.split_seed,
+                "face_detector": args.face_detector}
     try:
         frame_features = None
         if args.fer_features:

@@ -28,9 +28,8 @@ import numpy as np
 import skimage.data
 
 from avfbp_jax.data import mtcnn, mtcnn_nets
-from avfbp_jax.data.faces import FaceCropper
+from avfbp_jax.data.faces import make_detector
 
-DETECT_SIZE = 240  # FaceCropper's default: the pipeline's detection downscale
 EYES_AND_MOUTH = ((197, 106), (246, 106), (222, 146))  # in the 512-px astronaut
 TOP_EDGE_ROWS = (60, 65, 70, 75, 80, 85, 90)
 REPRO_ROW = 70
@@ -57,19 +56,6 @@ def top_edge_frame(y0: int) -> np.ndarray:
     return np.pad(astronaut()[y0:y0 + 360], ((0, 0), (64, 64)))
 
 
-def downscaled(detect, size: int = DETECT_SIZE):
-    """detect() on the frame shrunk so its longer side is at most size, box mapped back."""
-    def run(frame: np.ndarray):
-        h, w = frame.shape
-        scale = min(1.0, size / max(h, w))
-        if scale < 1.0:
-            frame = cv2.resize(frame, (round(w * scale), round(h * scale)),
-                               interpolation=cv2.INTER_AREA)
-        box = detect(frame)
-        return None if box is None else tuple(int(round(v / scale)) for v in box)
-    return run
-
-
 def timed(detect, images: list[np.ndarray], repeats: int) -> tuple[list, float]:
     """Each image's box (from a warm-up run) and ms per image: the fastest of `repeats` runs of
     each image, averaged over the images."""
@@ -91,9 +77,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", default=None, help="converted MTCNN weights dir")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
-    mtcnn_detector = mtcnn.MtcnnDetector(mtcnn_nets.load_params(args.weights))
-    detectors = {"haar": FaceCropper().detect, "mtcnn": mtcnn_detector.detect,
-                 "mtcnn@240": downscaled(mtcnn_detector.detect)}
+    params = mtcnn_nets.load_params(args.weights)
+    detectors = {"haar": make_detector("haar").detect,
+                 "mtcnn": mtcnn.MtcnnDetector(params).detect,
+                 "mtcnn@240": make_detector("mtcnn", params=params).detect}
 
     print("| detector | data | detection rate | false positives | ms per frame |")
     print("|---|---|---|---|---|")
@@ -121,8 +108,8 @@ def main(argv: list[str] | None = None) -> None:
               f"{ms:.1f} |")
 
     print("\nface found in the 640x360 frame, by how far the top edge cuts into the forehead")
-    haar_sizes = {"haar@240": FaceCropper().detect, "haar@360": FaceCropper(detect_size=360).detect,
-                  "haar@640": FaceCropper(detect_size=640).detect}
+    haar_sizes = {f"haar@{size}": make_detector("haar", detect_size=size).detect
+                  for size in (240, 360, 640)}
     sweep = {**haar_sizes, "mtcnn@240": detectors["mtcnn@240"], "mtcnn@640": detectors["mtcnn"]}
     print("| Y0 (hairline at 60, eyes at 106) | " + " | ".join(sweep) + " |")
     print("|---" * (len(sweep) + 1) + "|")

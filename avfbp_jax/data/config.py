@@ -4,6 +4,7 @@ import ml_collections
 
 CORPUS_KINDS = ("folder", "iemocap", "afew")
 MARKER_ACTOR_SIDES = ("", "left", "right")
+FACE_DETECTORS = ("haar", "mtcnn")  # data.faces.make_detector
 DEFAULT_BUCKETS = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0)  # seconds (chosen)
 
 
@@ -23,6 +24,10 @@ def data_config() -> ml_collections.ConfigDict:
     # actor named in the dialog id (Ses01F -> F) sits; faces are then searched only in the
     # speaking actor's half. "" = the whole frame (the largest face wins).
     c.marker_actor_side = ""  # one of MARKER_ACTOR_SIDES
+    # Face detector, one of FACE_DETECTORS: "haar" (OpenCV's frontal cascade, nothing
+    # to convert) or "mtcnn" (the JAX MTCNN port: profile, small and cut-off faces too; convert its
+    # weights once with `python3 -m avfbp_jax.mtcnn_convert`).
+    c.face_detector = "haar"
     c.workers = 2  # prepare: processes decoding clips in parallel
     # What the loader feeds the video stream as frames: "crops" (uint8 face crops, for the
     # video encoders "cnn" and "fer") or "fer" (the FER port's per-frame features stored by

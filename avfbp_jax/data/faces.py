@@ -1,24 +1,33 @@
 """Per-frame face detection and square grayscale face crops (the pipeline's, and fer's).
 
-The detector is OpenCV's Viola-Jones Haar cascade `haarcascade_frontalface_default.xml`, which
-ships inside the opencv-python(-headless) 4.x wheel (`cv2.data.haarcascades`), so it works
-offline with nothing to download. Why this one: the opencv-python 5.0 wheels no longer ship
-CascadeClassifier or the cascade files, and OpenCV's DNN detector YuNet (`cv2.FaceDetectorYN`)
-needs an ONNX model file that no wheel ships; hence setup.cfg pins
-opencv-python-headless>=4.9,<5. The cascade finds frontal faces; frames where it finds none are
-reported (found=False, zero crop) so the model masks them instead of dropping them, which would
-shift the frames against the audio.
+Two detectors, chosen by `data.face_detector` through `make_detector(name)`; each answers
+`detect(gray_frame, near=None)` with a box (x, y, w, h) in the frame's pixels, or None:
+- "haar": OpenCV's Viola-Jones cascade `haarcascade_frontalface_default.xml`, which ships inside
+  the opencv-python(-headless) 4.x wheel (`cv2.data.haarcascades`): offline, nothing to convert.
+  The opencv-python 5.0 wheels no longer ship CascadeClassifier or the cascade files (and
+  OpenCV's DNN detector YuNet needs an ONNX file no wheel ships); hence setup.cfg pins
+  opencv-python-headless>=4.9,<5. It finds frontal faces only.
+- "mtcnn": the JAX port of MTCNN (data/mtcnn.py; weights converted once by
+  `python3 -m avfbp_jax.mtcnn_convert`), which also finds profile, small and cut-off faces.
+Both run on the frame shrunk so its longer side is at most detect_size pixels (their cost grows
+with the area). Frames without a face are reported (found=False, zero crop) so the model masks
+them instead of dropping them, which would shift the frames against the audio.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import Protocol
 
 import cv2
 import numpy as np
 
+from avfbp_jax.data.config import FACE_DETECTORS
+
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
+
+Box = tuple[int, int, int, int]
 
 # fer's face cropping (fer/fer.py: PADDING, FER(offsets=(10, 10)), cv2.resize defaults) and the
 # input side of its expression network (avfbp_jax.models.fer.INPUT_SIZE).
@@ -56,29 +65,15 @@ def fer_crop(gray: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     return cv2.resize(face, (FER_CROP_SIZE, FER_CROP_SIZE))
 
 
-class FaceCropper:
-    """Finds the largest face in each frame and returns a square crop around it.
+class Detector(Protocol):
+    def detect(self, frame: np.ndarray, near: Box | None = None) -> Box | None: ...
 
-    Detection runs on a copy of the frame downscaled so its longer side is at most detect_size
-    pixels (the cascade's cost grows with the image area); the box is mapped back and the crop
-    is cut from the full-resolution frame: a square of side (1 + 2 * margin) * max(box w, h)
-    centred on the box, zero-padded where it leaves the frame, resized to crop_size. Every frame
-    gets its own detection; in a sequence the search starts around the previous frame's face.
-    """
 
-    def __init__(
-        self,
-        crop_size: int = 64,
-        *,
-        margin: float = 0.15,
-        detect_size: int = 240,
-        scale_factor: float = 1.1,
-        min_neighbors: int = 5,
-        min_face_fraction: float = 0.1,
-    ):
-        self.crop_size = crop_size
-        self.margin = margin
-        self.detect_size = detect_size
+class HaarDetector:
+    """The largest face OpenCV's frontal-face Haar cascade finds in a grayscale frame."""
+
+    def __init__(self, *, scale_factor: float = 1.1, min_neighbors: int = 5,
+                 min_face_fraction: float = 0.1):
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.min_face_fraction = min_face_fraction
@@ -87,31 +82,22 @@ class FaceCropper:
         if self._cascade.empty():
             raise RuntimeError(f"cannot load the OpenCV Haar cascade {path}")
 
-    def detect(
-        self, frame: np.ndarray, near: tuple[int, int, int, int] | None = None
-    ) -> tuple[int, int, int, int] | None:
-        """Largest face box (x, y, w, h) in full-frame pixels, or None.
+    def detect(self, frame: np.ndarray, near: Box | None = None) -> Box | None:
+        """Largest face box (x, y, w, h), or None.
 
         With `near` (the previous frame's box) the cascade first searches only around it, at
         sizes within 25% of it, which costs a fraction of a full search; if that finds nothing
         the whole frame is searched.
         """
-        h, w = frame.shape
-        scale = min(1.0, self.detect_size / max(h, w))
-        small = frame
-        if scale < 1.0:
-            size = (max(1, round(w * scale)), max(1, round(h * scale)))
-            small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
         if near is not None:
-            x, y, bw, bh = (v * scale for v in near)
+            x, y, bw, bh = near
             x0, y0 = max(0, int(x - 0.5 * bw)), max(0, int(y - 0.5 * bh))
-            x1 = min(small.shape[1], int(x + 1.5 * bw))
-            y1 = min(small.shape[0], int(y + 1.5 * bh))
-            box = self._largest(small[y0:y1, x0:x1], 0.75 * bw, 1.25 * bw)
+            x1 = min(frame.shape[1], int(x + 1.5 * bw))
+            y1 = min(frame.shape[0], int(y + 1.5 * bh))
+            box = self._largest(frame[y0:y1, x0:x1], 0.75 * bw, 1.25 * bw)
             if box is not None:
-                return tuple(int(round(v / scale)) for v in (box[0] + x0, box[1] + y0, *box[2:]))
-        box = self._largest(small, self.min_face_fraction * min(small.shape), None)
-        return None if box is None else tuple(int(round(v / scale)) for v in box)
+                return (box[0] + x0, box[1] + y0, *box[2:])
+        return self._largest(frame, self.min_face_fraction * min(frame.shape), None)
 
     def _largest(self, image: np.ndarray, min_side: float, max_side: float | None):
         min_side = max(24, int(min_side))
@@ -127,7 +113,61 @@ class FaceCropper:
         )
         if len(boxes) == 0:
             return None
-        return max(boxes, key=lambda b: b[2] * b[3])
+        return tuple(max(boxes, key=lambda b: b[2] * b[3]))
+
+
+class DownscaledDetector:
+    """Runs `detector` on a copy of the frame shrunk so its longer side is at most detect_size
+    pixels (INTER_AREA) and maps its box back to full-frame pixels."""
+
+    def __init__(self, detector: Detector, detect_size: int = 240):
+        self.detector = detector
+        self.detect_size = detect_size
+
+    def detect(self, frame: np.ndarray, near: Box | None = None) -> Box | None:
+        h, w = frame.shape
+        scale = min(1.0, self.detect_size / max(h, w))
+        small = frame
+        if scale < 1.0:
+            size = (max(1, round(w * scale)), max(1, round(h * scale)))
+            small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        near = None if near is None else tuple(v * scale for v in near)
+        box = self.detector.detect(small, near=near)
+        return None if box is None else tuple(int(round(v / scale)) for v in box)
+
+
+def make_detector(name: str = "haar", *, detect_size: int = 240, **options) -> DownscaledDetector:
+    """The face detector `name` (one of FACE_DETECTORS) on frames shrunk to detect_size pixels;
+    options go to its class (HaarDetector, or data.mtcnn.MtcnnDetector)."""
+    if name == "haar":
+        detector = HaarDetector(**options)
+    elif name == "mtcnn":
+        from avfbp_jax.data.mtcnn import MtcnnDetector
+
+        detector = MtcnnDetector(**options)
+    else:
+        raise ValueError(f"face detector must be one of {', '.join(FACE_DETECTORS)}, got {name!r}")
+    return DownscaledDetector(detector, detect_size)
+
+
+class FaceCropper:
+    """Finds a face in each frame and returns a square crop around it.
+
+    The crop is cut from the full-resolution frame: a square of side (1 + 2 * margin) *
+    max(box w, h) centred on the box, zero-padded where it leaves the frame, resized to
+    crop_size. Every frame gets its own detection; in a sequence the search starts around the
+    previous frame's face (where the detector can use that).
+    """
+
+    def __init__(self, crop_size: int = 64, *, margin: float = 0.15,
+                 detector: Detector | None = None):
+        self.crop_size = crop_size
+        self.margin = margin
+        self.detector = detector if detector is not None else make_detector("haar")
+
+    def detect(self, frame: np.ndarray, near: Box | None = None) -> Box | None:
+        """The detector's face box in full-frame pixels, or None."""
+        return self.detector.detect(frame, near=near)
 
     def crop(self, frame: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
         """Square crop_size x crop_size crop around box, zero outside the frame."""
@@ -168,6 +208,6 @@ class FaceCropper:
 
 
 @functools.cache
-def shared_cropper(crop_size: int) -> FaceCropper:
-    """One default FaceCropper per crop size in this process (worker processes reuse theirs)."""
-    return FaceCropper(crop_size)
+def shared_cropper(crop_size: int, face_detector: str = "haar") -> FaceCropper:
+    """One FaceCropper per crop size and detector in this process (workers reuse theirs)."""
+    return FaceCropper(crop_size, detector=make_detector(face_detector))

@@ -171,8 +171,13 @@ class MtcnnDetector:
         self.scale_factor = scale_factor
         self.thresholds = thresholds
 
-    def detect(self, gray_frame: np.ndarray) -> tuple[int, int, int, int] | None:
-        """The most confident face's box (x, y, w, h) in a uint8 [H, W] frame, or None."""
+    def detect(self, gray_frame: np.ndarray,
+               near: tuple[float, ...] | None = None) -> tuple[int, int, int, int] | None:
+        """The most confident face's box (x, y, w, h) in a uint8 [H, W] frame, or None.
+
+        `near` (the previous frame's box, the faces.Detector interface) is not used: the image
+        pyramid costs the same wherever the face is.
+        """
         gray_frame = np.asarray(gray_frame)
         if gray_frame.ndim != 2:
             raise ValueError(f"expected a grayscale [H, W] frame, got {gray_frame.shape}")

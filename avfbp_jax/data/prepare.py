@@ -30,10 +30,9 @@ from avfbp_jax.progress import Progress
 SETTINGS = "settings.json"  # written first; index.json, written last, marks a finished run
 # The data config fields (avfbp_jax.data.config) that say how a corpus is read and decoded.
 PREPROCESSING = ("corpus", "sample_rate", "fps", "crop_size", "excited_as_happy",
-                 "marker_actor_side", "split_seed")
+                 "marker_actor_side", "split_seed", "face_detector")
 # Settings that change a cache's content: a rerun with other values needs a new cache dir.
 CONTENT_SETTINGS = (*PREPROCESSING, "fer_features")
-FACE_DETECTOR = "opencv haarcascade_frontalface_default"
 
 FrameFeatureFn = Callable[[np.ndarray], np.ndarray]  # uint8 crops [T, S, S] -> float32 [T, D]
 
@@ -78,7 +77,8 @@ def _prepare_one(job: tuple[int, Clip, str, dict, FrameFeatureFn | None]
     try:
         arrays = load_clip(clip.video, clip.audio, start=clip.start, end=clip.end,
                            region=clip.region, sample_rate=settings["sample_rate"],
-                           fps=settings["fps"], cropper=shared_cropper(settings["crop_size"]))
+                           fps=settings["fps"],
+                           cropper=shared_cropper(settings["crop_size"], settings["face_detector"]))
         features = frame_features(arrays["frames"]) if frame_features is not None else None
         name = cache.write_clip(cache_dir, clip.id, arrays["audio"], arrays["frames"],
                                 arrays["frame_mask"], features)
@@ -127,7 +127,7 @@ def prepare_cache(corpus_dir: str, cache_dir: str, settings: Mapping,
     with other settings.
     """
     settings = {"corpus_dir": os.path.abspath(corpus_dir),
-                **{k: settings[k] for k in PREPROCESSING}, "face_detector": FACE_DETECTOR,
+                **{k: settings[k] for k in PREPROCESSING},
                 "fer_features": frame_features is not None}
     corpus = read_corpus(settings["corpus"], corpus_dir,
                          excited_as_happy=settings["excited_as_happy"],

@@ -10,7 +10,7 @@ from typing import NoReturn
 import ml_collections
 
 from avfbp_jax.data.cache import FRAME_INPUTS
-from avfbp_jax.data.config import CORPUS_KINDS, MARKER_ACTOR_SIDES
+from avfbp_jax.data.config import CORPUS_KINDS, FACE_DETECTORS, MARKER_ACTOR_SIDES
 from avfbp_jax.models.config import (
     AUDIO_ATTENTIONS,
     DTYPES,
@@ -94,6 +94,7 @@ CHOICES = {
     "data.corpus": CORPUS_KINDS,
     "data.frame_input": FRAME_INPUTS,
     "data.marker_actor_side": MARKER_ACTOR_SIDES,
+    "data.face_detector": FACE_DETECTORS,
     "train.optimizer": OPTIMIZERS,
     "train.schedule": SCHEDULES,
     "train.keep_best": BEST_METRICS,

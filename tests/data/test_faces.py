@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from avfbp_jax.data.faces import FaceCropper, fer_crop
+from avfbp_jax.data.faces import FaceCropper, fer_crop, make_detector
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -31,7 +31,7 @@ def test_finds_the_astronaut_face(astronaut):
     assert all(_inside(p, box) for p in (LEFT_EYE, RIGHT_EYE, MOUTH))
     assert 70 <= box[2] <= 140  # face width ~100 px; not the whole torso
     # Detecting on the downscaled frame agrees with full resolution.
-    full = FaceCropper(detect_size=512).detect(astronaut)
+    full = make_detector("haar", detect_size=512).detect(astronaut)
     overlap_w = min(box[0] + box[2], full[0] + full[2]) - max(box[0], full[0])
     overlap_h = min(box[1] + box[3], full[1] + full[3]) - max(box[1], full[1])
     union = box[2] * box[3] + full[2] * full[3] - overlap_w * overlap_h
@@ -50,7 +50,7 @@ def test_crop_contains_the_face_and_blank_frames_are_masked(astronaut):
     assert not crops[1:].any()  # no face: zero crop
     np.testing.assert_array_equal(crops[0], cropper.crop(astronaut, cropper.detect(astronaut)))
     # The crop is centred on the face: the cascade finds a face filling most of it again.
-    again = FaceCropper(min_neighbors=3).detect(cv2.resize(crops[0], (128, 128)))
+    again = make_detector("haar", min_neighbors=3).detect(cv2.resize(crops[0], (128, 128)))
     assert again is not None and again[2] >= 0.6 * 128
     # It looks like the known face region of the photograph, unlike regions beside it.
     def similarity(rows, cols):
@@ -97,3 +97,8 @@ def test_fer_crop_matches_fers_steps():
     crop = fer_crop(gray, (0, 0, 44, 44))  # 64x64 region from (-10, -10): no resampling
     assert crop.shape == (64, 64)
     assert (crop[:10] == 30).all() and (crop[:, :10] == 30).all() and (crop[10:, 10:] == 200).all()
+
+
+def test_make_detector_names_the_choices():
+    with pytest.raises(ValueError, match="face detector must be one of haar, mtcnn, got 'dlib'"):
+        make_detector("dlib")
