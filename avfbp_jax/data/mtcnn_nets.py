@@ -31,10 +31,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avfbp_jax import trees
+from avfbp_jax import trees, weights
 
 WEIGHTS_ENV = "AVFBP_MTCNN_WEIGHTS"
-PARAMS_SUBDIR = "params"
 META_FILE = "mtcnn.json"
 CONVERT_COMMAND = "python -m avfbp_jax.mtcnn_convert"
 NETS = ("pnet", "rnet", "onet")
@@ -124,12 +123,8 @@ def param_shapes() -> dict:
 
 
 def default_weights_dir() -> Path:
-    """$AVFBP_MTCNN_WEIGHTS if set, else ${XDG_CACHE_HOME:-~/.cache}/avfbp-jax/mtcnn."""
-    env = os.environ.get(WEIGHTS_ENV)
-    if env:
-        return Path(env)
-    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(cache) / "avfbp-jax" / "mtcnn"
+    """$AVFBP_MTCNN_WEIGHTS if set, else avfbp-jax/mtcnn in the user's cache folder."""
+    return weights.default_dir("mtcnn", WEIGHTS_ENV)
 
 
 def load_params(path: str | os.PathLike | None = None) -> dict:
@@ -138,15 +133,7 @@ def load_params(path: str | os.PathLike | None = None) -> dict:
     path defaults to `default_weights_dir()`. Raises FileNotFoundError naming the conversion
     command when the weights are absent, ValueError when the folder holds something else.
     """
-    import orbax.checkpoint as ocp
-
     root = Path(path) if path is not None else default_weights_dir()
-    if not (root / META_FILE).is_file() or not (root / PARAMS_SUBDIR).is_dir():
-        raise FileNotFoundError(
-            f"no converted MTCNN weights in {root} (want {META_FILE} and {PARAMS_SUBDIR}/); "
-            f"create them with `{CONVERT_COMMAND} --out {root}`")
-    with ocp.StandardCheckpointer() as checkpointer:
-        params = checkpointer.restore((root / PARAMS_SUBDIR).resolve())
-    params = jax.tree.map(lambda a: np.asarray(a, np.float32), params)
+    params, _ = weights.read(root, META_FILE, "MTCNN weights", CONVERT_COMMAND)
     trees.check_fits(param_shapes(), params, f"MTCNN weights in {root}")
     return params

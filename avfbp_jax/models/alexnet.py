@@ -4,8 +4,8 @@ The paper initialises the audio stream's AlexNet convolutions from ImageNet. tor
 AlexNet (`features.{0,3,6,8,10}`: 64-192-384-256-256 channels, kernels 11-5-3-3-3, conv1 stride 4
 padding 2, later paddings 2-1-1-1, max-pool 3/2 after conv1, conv2 and conv5, no LRN) is what
 users have on disk; `models.config.torchvision_alexnet` gives the FCN that layout, and this module
-maps its weights onto the FCN's parameters (`alexnet_convert` writes them once, `load_fcn_params`
-reads them back for `model.audio.init_weights`).
+maps its weights onto the FCN's parameters (`alexnet_convert` writes them once as a weights folder,
+`load_fcn_params` reads them back for `model.audio.init_weights`).
 
 How the one-channel spectrogram meets the RGB filters (stated choices):
 - Colour: conv1's three input-channel filters are summed, which gives exactly the response to the
@@ -17,12 +17,13 @@ How the one-channel spectrogram meets the RGB filters (stated choices):
   kernel [kw, kh, I, O].
 """
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from avfbp_jax import weights
 
 # torchvision's AlexNet: the convolution modules of `features`, in order, and their shapes.
 TORCHVISION_KEYS = ("features.0", "features.3", "features.6", "features.8", "features.10")
@@ -32,7 +33,6 @@ TORCHVISION_SHAPES = ((64, 3, 11, 11), (192, 64, 5, 5), (384, 192, 3, 3), (256, 
 # weight files NAME-<first 8 hex digits of the file's SHA-256>.pth.
 PUBLISHED_FILE = "alexnet-owt-7be5be79.pth"
 META_FILE = "alexnet.json"
-PARAMS_SUBDIR = "params"
 
 
 class WeightsError(ValueError):
@@ -60,34 +60,11 @@ def fcn_params_from_state_dict(state: Mapping[str, np.ndarray]) -> dict:
     return params
 
 
-def write_fcn_params(params: dict, out: str | os.PathLike, meta: dict) -> Path:
-    """Writes OUT/params (Orbax) and OUT/alexnet.json; both appear at once."""
-    import orbax.checkpoint as ocp
-
-    from avfbp_jax import atomic
-
-    out = Path(out).resolve()
-    with atomic.directory(out) as tmp:
-        with ocp.StandardCheckpointer() as checkpointer:
-            checkpointer.save(Path(tmp) / PARAMS_SUBDIR, params)
-            checkpointer.wait_until_finished()
-        atomic.write_json(Path(tmp) / META_FILE, meta)
-    return out
-
-
 def load_fcn_params(path: str | os.PathLike) -> dict:
     """The converted FCN parameters in `path` (a folder `alexnet_convert` wrote), as numpy."""
-    import orbax.checkpoint as ocp
-
-    root = Path(path)
-    if not (root / META_FILE).is_file() or not (root / PARAMS_SUBDIR).is_dir():
-        raise WeightsError(f"{root}: no converted AlexNet weights here (want {META_FILE} and "
-                           f"{PARAMS_SUBDIR}/); write them with `python3 -m "
-                           f"avfbp_jax.alexnet_convert {PUBLISHED_FILE} --out {root}`")
-    meta = json.loads((root / META_FILE).read_text())
+    params, meta = weights.read(path, META_FILE, "AlexNet weights",
+                                f"python3 -m avfbp_jax.alexnet_convert {PUBLISHED_FILE}")
     if meta.get("layout") != "torchvision":
-        raise WeightsError(f"{root / META_FILE}: layout {meta.get('layout')!r}, want 'torchvision'")
-    with ocp.StandardCheckpointer() as checkpointer:
-        params = checkpointer.restore((root / PARAMS_SUBDIR).resolve())
-    return {name: {k: np.asarray(v, np.float32) for k, v in layer.items()}
-            for name, layer in params.items()}
+        raise WeightsError(f"{Path(path) / META_FILE}: layout {meta.get('layout')!r}, "
+                           "want 'torchvision'")
+    return params

