@@ -6,9 +6,11 @@ is its sound track (the folder corpus layout), whether it is named or not; a vid
 uses the audio track inside its container.
 
 Each recording goes through the training pipeline (avfbp_jax.data.prepare.load_clip: decode,
-resample to the bundle's sample rate, sample frames at its fps, crop faces) and then through the
-exported function of MODEL_DIR (an `avfbp export` bundle), in batches. What is missing falls
-back to the modality that is there, because the model masks invalid steps everywhere:
+resample to the bundle's sample rate, sample frames at its fps, crop faces with its detector;
+for a model that reads per-frame FER features, the FER port encodes the crops, as `avfbp prepare
+--fer-features` does) and then through the exported function of MODEL_DIR (an `avfbp export`
+bundle), in batches. What is missing falls back to the modality that is there, because the
+model masks invalid steps everywhere:
   * no face in any frame (or no video file): every frame is masked, the video stream pools
     nothing and contributes zero features; the prediction rests on the audio;
   * no usable audio (no track, silent, unreadable): audio_len is 0, the audio stream is masked
@@ -28,7 +30,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -61,7 +63,7 @@ class Decoded:
     """A recording's arrays (audio None when unusable) and what was missing."""
 
     audio: np.ndarray | None
-    frames: np.ndarray  # uint8 [T, S, S] face crops, zero where no face
+    frames: np.ndarray  # uint8 [T, S, S] face crops (zero where no face) or float32 [T, D]
     frame_mask: np.ndarray  # bool [T]: a face was found
     problems: list[str]
 
@@ -131,11 +133,15 @@ def decode(recording: Recording, preprocessing: dict, cropper: FaceCropper) -> D
     return Decoded(audio, crops, mask, problems)
 
 
-def _decode_job(job: tuple[Recording, dict]) -> Decoded:
-    """decode() with this process's FaceCropper (for the worker pool)."""
-    recording, preprocessing = job
+def _decode_job(job: tuple[Recording, dict, Callable | None]) -> Decoded:
+    """decode() with this process's FaceCropper (for the worker pool); with frame_features (a
+    bundle whose model reads per-frame FER features), the crops become those features."""
+    recording, preprocessing, frame_features = job
     cropper = shared_cropper(preprocessing["crop_size"], preprocessing.get("face_detector", "haar"))
-    return decode(recording, preprocessing, cropper)
+    decoded = decode(recording, preprocessing, cropper)
+    if frame_features is not None:
+        decoded.frames = frame_features(decoded.frames)
+    return decoded
 
 
 def fallback(decoded: Decoded, fusion: str) -> str | None:
@@ -176,9 +182,11 @@ def predict(model_dir: str, paths: Sequence[str], *, batch_size: int = 8, worker
     """
     infer, meta = load_exported(model_dir)
     pre = meta["preprocessing"]
-    if pre["frame_input"] != "face_crops":
-        raise ValueError(f"{model_dir}: this model takes precomputed per-frame features, not "
-                         "face crops; predict works on media only for face-crop models")
+    frame_features = None
+    if pre["frame_input"] == "features":  # the FER port's features of the crops, as prepare
+        from avfbp_jax.models import fer
+
+        frame_features = fer.FrameFeatures(pre["crop_size"])
     recordings = find_recordings(paths)
     if not recordings:
         raise ValueError(f"no media files in {' '.join(paths)}")
@@ -208,7 +216,7 @@ def predict(model_dir: str, paths: Sequence[str], *, batch_size: int = 8, worker
             bar.update(len(pending))
         pending.clear()
 
-    jobs = [(recording, pre) for recording in recordings]
+    jobs = [(recording, pre, frame_features) for recording in recordings]
     try:
         with process_map(_decode_job, jobs, workers) as decoded_all:
             for recording, decoded in zip(recordings, decoded_all, strict=True):

@@ -103,3 +103,31 @@ def test_predict_errors(bundle, media, tmp_path, capsys):
     assert "not an export bundle" in capsys.readouterr().err
     assert cli.main(["predict", bundle, str(media / "b" / "broken.avi")]) == 1
     assert "0 files predicted, 1 skipped" in capsys.readouterr().err
+
+
+def test_predict_with_a_fer_features_bundle(media, tmp_path):
+    """A model that reads the FER port's per-frame features gets them computed from the crops,
+    exactly as `avfbp prepare --fer-features` stores them."""
+    from avfbp_jax.models import fer
+
+    config = tiny_config()
+    config.model.video.encoder = "identity"
+    config.model.video.feature_dim = fer.FEATURE_DIM
+    config.data.frame_input = "fer"
+    out = str(tmp_path / "fer_bundle")
+    export.export_bundle(init_params(config.model), config, out, labels=LABELS)
+    infer, meta = export.load_exported(out)
+    assert meta["preprocessing"]["frame_input"] == "features"
+    video, audio = str(media / "a" / "pair.avi"), str(media / "a" / "pair.wav")
+    (result,) = predict.predict(out, [video], progress=False)
+    clip = load_clip(video, audio, cropper=FaceCropper(64))
+    features = fer.FrameFeatures(64)(clip["frames"])
+    samples = max(len(clip["audio"]), meta["min_audio_samples"])
+    batch = {"audio": np.zeros((1, samples), np.float32),
+             "audio_len": np.array([len(clip["audio"])]), "frames": features[None],
+             "frame_len": np.array([len(features)]), "frame_mask": clip["frame_mask"][None]}
+    batch["audio"][0, :len(clip["audio"])] = clip["audio"]
+    want = np.asarray(infer(batch)["probs"][0])
+    got = np.array([result["probabilities"][k] for k in LABELS])
+    assert result["notes"] == []
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
