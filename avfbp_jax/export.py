@@ -24,12 +24,9 @@ code (this module imports them only inside the functions that export).
 """
 
 import argparse
-import importlib.metadata
 import json
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -38,6 +35,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import avfbp_jax
+from avfbp_jax import atomic
+from avfbp_jax.trees import check_fits
 
 FORMAT = 1
 BUNDLE_JSON = "bundle.json"
@@ -52,7 +51,6 @@ INPUT_DIMS = {"audio": "bs", "audio_len": "b", "frames": "bt", "frame_len": "b",
 # masks the rest). Symbolic shapes need a lower bound to resolve the front end's and the conv
 # stack's length arithmetic; 1 s is below every loader bucket.
 MIN_AUDIO_SECONDS = 1.0
-VERSIONED_PACKAGES = ("jax", "jaxlib", "flax", "orbax-checkpoint", "numpy")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,6 +130,7 @@ def export_bundle(params: Any, config: Any, out_dir: str, *, labels: Sequence[st
     concrete batch sizes.
     """
     from avfbp_jax.models.model import AVModel
+    from avfbp_jax.train.environment import package_versions
 
     check_model_config(config.model)
     if len(labels) != config.model.num_classes:
@@ -156,21 +155,14 @@ def export_bundle(params: Any, config: Any, out_dir: str, *, labels: Sequence[st
         "platforms": list(exported.platforms),
         "symbolic_shapes": {"b": "batch size", "s": "audio samples", "t": "frames"},
         "min_audio_samples": min_audio_samples(model_cfg),
-        "versions": _versions(),
+        "versions": package_versions(),
     }
-    parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)
-    try:
+    with atomic.directory(out_dir) as tmp:
         _save_params(os.path.join(tmp, PARAMS_DIR), params)
         with open(os.path.join(tmp, FUNCTION_FILE), "wb") as f:
             f.write(exported.serialize())
         with open(os.path.join(tmp, BUNDLE_JSON), "w") as f:
             json.dump(metadata, f, indent=1)
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return metadata
 
 
@@ -217,24 +209,9 @@ def _export_function(model: Any, model_cfg: Any, params: Any,
                            "dtype": str(example[name].dtype)}
     param_specs = jax.eval_shape(
         lambda: model.init({"params": jax.random.key(0)}, example, train=False))["params"]
-    _check_params(params, param_specs)
+    check_fits(param_specs, params, "parameters do not fit the model config")
     exported = jax.export.export(jax.jit(infer), platforms=tuple(platforms))(param_specs, specs)
     return exported, described
-
-
-def _check_params(params: Any, specs: Any) -> None:
-    """Raises ValueError at the first parameter that the model config does not give."""
-    got = dict(jax.tree_util.tree_flatten_with_path(params)[0])
-    want = dict(jax.tree_util.tree_flatten_with_path(specs)[0])
-    for path in sorted(set(got) | set(want), key=str):
-        name = jax.tree_util.keystr(path)
-        if path not in want or path not in got:
-            where = "the checkpoint" if path in got else "the model config"
-            raise ValueError(f"parameters do not fit the model config: {name} only in {where}")
-        if (got[path].shape, got[path].dtype) != (want[path].shape, want[path].dtype):
-            raise ValueError(f"parameters do not fit the model config: {name} is "
-                             f"{got[path].dtype}{list(got[path].shape)} in the checkpoint, "
-                             f"{want[path].dtype}{list(want[path].shape)} in the model")
 
 
 def min_audio_samples(model_cfg: Any) -> int:
@@ -256,24 +233,6 @@ def _save_params(path: str, params: Any) -> None:
     with ocp.StandardCheckpointer() as checkpointer:
         checkpointer.save(path, params)
         checkpointer.wait_until_finished()
-
-
-def _replace_dir(tmp: str, out_dir: str) -> None:
-    """Renames tmp to out_dir; an existing out_dir is moved aside first and removed after."""
-    old = None
-    if os.path.exists(out_dir):
-        old = tempfile.mkdtemp(prefix=".tmp-old-", dir=os.path.dirname(out_dir))
-        os.replace(out_dir, os.path.join(old, "bundle"))
-    os.replace(tmp, out_dir)
-    if old:
-        shutil.rmtree(old)
-
-
-def _versions() -> dict:
-    versions = {"avfbp_jax": avfbp_jax.__version__, "python": sys.version.split()[0]}
-    for package in VERSIONED_PACKAGES:
-        versions[package] = importlib.metadata.version(package)
-    return versions
 
 
 def _to_plain(value: Any) -> Any:

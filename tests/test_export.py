@@ -279,7 +279,7 @@ def test_params_must_fit_the_config(trained, tmp_path):
     wider = ml_collections.ConfigDict(config.to_dict())
     wider.model.fbp_o = 16
     with pytest.raises(ValueError, match=r"do not fit the model config: \['fusion'\].*\['b_x'\] "
-                                         r"is float32\[16\] in the checkpoint, float32\[32\] "):
+                                         r"is float32\[16\] here, float32\[32\] wanted"):
         export.export_bundle(params, wider, str(tmp_path / "out"), labels=LABELS)
     assert os.listdir(tmp_path) == []
 

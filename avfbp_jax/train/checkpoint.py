@@ -1,8 +1,10 @@
 """Orbax checkpoints of a run: train state + loader position, keep-latest-N and keep-best.
 
-Layout: WORKDIR/config.json (the full config) and WORKDIR/checkpoints/<step>/{state,loader}.
-Orbax writes each step under a temporary name and renames it when complete, so a process killed
-mid-save leaves at most a temporary folder, which the next start deletes and never restores.
+Layout: WORKDIR/config.json (the full config) and WORKDIR/checkpoints/<step>/{state,loader}:
+"state" a StandardCheckpointHandler pytree (the TrainState), "loader" a JSON item (the data
+position). Orbax writes each step under a temporary name and renames it when complete, so a
+process killed mid-save leaves at most a temporary folder, which the next start deletes and
+never restores.
 """
 
 import json
@@ -15,7 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from avfbp_jax.train import report
+from avfbp_jax import atomic
 from avfbp_jax.train.config import BEST_METRICS, RunSetupError
 from avfbp_jax.train.presets import base_config
 
@@ -34,6 +36,13 @@ class _SkipExpectedWarnings(logging.Filter):
 
 logging.getLogger("absl").addFilter(_SkipExpectedWarnings())
 CHECKPOINTS = "checkpoints"
+STATE, LOADER = "state", "loader"  # the items of a step
+
+
+def _handler_registry() -> ocp.handlers.CheckpointHandlerRegistry:
+    """Which Orbax handler saves and restores each item of a step."""
+    return ocp.handlers.create_default_handler_registry(
+        **{STATE: ocp.StandardCheckpointHandler(), LOADER: ocp.JsonCheckpointHandler()})
 
 
 class Checkpointer:
@@ -65,7 +74,7 @@ class Checkpointer:
         )
         self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINTS)
         self.manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("state", "loader")
+            self.directory, options=options, handler_registry=_handler_registry()
         )
 
     def latest_step(self) -> int | None:
@@ -77,18 +86,16 @@ class Checkpointer:
     def save(self, step: int, state, loader_state: dict, metrics: dict | None = None) -> None:
         """Starts saving (returns once the arrays are copied to host; writes in the background)."""
         args = ocp.args.Composite(
-            state=ocp.args.StandardSave(state), loader=ocp.args.JsonSave(loader_state)
-        )
+            **{STATE: ocp.args.StandardSave(state), LOADER: ocp.args.JsonSave(loader_state)})
         metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()}
         self.manager.save(step, args=args, metrics=metrics, force=True)
 
     def restore(self, step: int, abstract_state) -> tuple:
         """(state, loader_state) of `step`, laid onto the shardings in abstract_state."""
         args = ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), loader=ocp.args.JsonRestore()
-        )
+            **{STATE: ocp.args.StandardRestore(abstract_state), LOADER: ocp.args.JsonRestore()})
         restored = self.manager.restore(step, args=args)
-        return restored["state"], restored["loader"]
+        return restored[STATE], restored[LOADER]
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -100,7 +107,7 @@ class Checkpointer:
 def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     """Writes WORKDIR/config.json atomically."""
     os.makedirs(workdir, exist_ok=True)
-    report.write_text(os.path.join(workdir, CONFIG_FILE),
+    atomic.write_text(os.path.join(workdir, CONFIG_FILE),
                       config.to_json_best_effort(indent=2, sort_keys=True))
 
 
@@ -194,9 +201,8 @@ def _read_only_manager(workdir: str, config: ml_collections.ConfigDict):
     options = ocp.CheckpointManagerOptions(
         read_only=True, best_fn=lambda m: m.get(key, -np.inf), best_mode="max"
     )
-    handlers = {"state": ocp.PyTreeCheckpointHandler()}
     directory = os.path.join(workdir, CHECKPOINTS)
-    return ocp.CheckpointManager(directory, options=options, item_handlers=handlers)
+    return ocp.CheckpointManager(directory, options=options, handler_registry=_handler_registry())
 
 
 def _pick_step(manager: ocp.CheckpointManager, path_step: int | None, step: int | None) -> int:
@@ -231,10 +237,9 @@ def load_for_inference(
     config = load_config(workdir)
     with _read_only_manager(workdir, config) as manager:
         step = _pick_step(manager, path_step, step)
-        tree = manager.item_metadata(step)["state"].tree
-        restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        # Numpy leaves as the target: restored as host arrays, whatever the saved shardings.
+        target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype),
+                              manager.metadata(step).item_metadata[STATE].tree)
         restored = manager.restore(
-            step,
-            args=ocp.args.Composite(state=ocp.args.PyTreeRestore(restore_args=restore_args)),
-        )
-    return restored["state"]["params"], config
+            step, args=ocp.args.Composite(**{STATE: ocp.args.StandardRestore(target)}))
+    return restored[STATE]["params"], config

@@ -1,15 +1,27 @@
 """train_and_evaluate(config, workdir): the whole training run, resumable from its workdir.
 
+In three parts, as MaxText's train.py: `setup` builds what the run needs (cache, mesh, model,
+optimizer, checkpointer, loader, the restored or new train state, metric writers, the log file),
+`train_loop` takes the steps with their periodic logging, validation and saves, and `finish`
+evaluates the last step and the checkpoint that `avfbp export` / `avfbp evaluate` load, then
+writes the report.
+
 Rerunning with the same workdir continues from the latest checkpoint (state, optimizer, step and
 loader position), so a killed run ends with the same parameters as an uninterrupted one. Ctrl-C
 or SIGTERM stops a run at the next step, which is saved first, so such a run loses no step.
+
+WORKDIR after a run: config.json, environment.json (versions, git commit; per start),
+train.log (the Python log; other processes write train.process<i>.log), history.jsonl and tb/
+(the scalars), checkpoints/, metrics.json, confusion.png and curves.png.
 """
 
-import json
+import contextlib
+import dataclasses
 import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -17,263 +29,333 @@ import numpy as np
 
 from avfbp_jax import interrupt
 from avfbp_jax.data.cache import FeatureCache
-from avfbp_jax.data.corpora import split_indices
-from avfbp_jax.data.loader import TrainLoader, eval_batches
+from avfbp_jax.data.loader import TrainLoader
 from avfbp_jax.models.model import AVModel, example_batch, frozen_paths, load_pretrained
-from avfbp_jax.train import checkpoint, metrics, optimizer, parallel, perf, report
+from avfbp_jax.progress import Progress
+from avfbp_jax.train import checkpoint, environment, optimizer, parallel, perf, report
 from avfbp_jax.train.config import RunSetupError
 from avfbp_jax.train.data import ensure_cache
-from avfbp_jax.train.state import abstract_train_state, copy_matching_params, create_train_state
+from avfbp_jax.train.evaluation import evaluate, split_of
+from avfbp_jax.train.metric_writers import (
+    HISTORY_FILE,
+    MetricWriter,
+    create_default_writer,
+    read_history,
+)
+from avfbp_jax.train.periodic import itstime
+from avfbp_jax.train.state import (
+    TrainState,
+    abstract_train_state,
+    copy_matching_params,
+    create_train_state,
+)
 from avfbp_jax.train.step import CompiledStep, make_eval_step, make_train_step
 
-HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
+LOG_FILE = "train.log"
+SPLITS = ("train", "val", "test")
+
+logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or inf; the run stops and keeps its last good checkpoint."""
 
 
-def split_of(cache: FeatureCache, data_config: ml_collections.ConfigDict, split: str) -> np.ndarray:
-    """Cache indices of a split ("train", "val", "test") per the data config."""
-    name = {"train": data_config.train_split, "val": data_config.val_split}.get(split, split)
-    return split_indices(cache.records, name, test_session=data_config.test_session)
+@dataclasses.dataclass
+class Run:
+    """What `setup` builds for `train_loop` and `finish`; closing it releases the loader, the
+    checkpointer, the metric writers and the log file."""
+
+    config: ml_collections.ConfigDict
+    workdir: str
+    cache: FeatureCache
+    splits: dict[str, np.ndarray]
+    mesh: jax.sharding.Mesh
+    loader: TrainLoader
+    checkpointer: checkpoint.Checkpointer
+    state: TrainState
+    abstract_state: TrainState  # restore target (shapes and shardings)
+    train_step: CompiledStep
+    eval_step: Callable[[dict, dict], dict]
+    meter: perf.ThroughputMeter
+    trace: perf.StepTrace
+    writer: MetricWriter
+    resources: contextlib.ExitStack
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.resources.close()
 
 
-def evaluate(
-    eval_step, params, cache: FeatureCache, indices: np.ndarray, config: ml_collections.ConfigDict,
-    mesh, label: str = "eval",
-) -> dict:
-    """WA, UA, macro-F1, per-class recall, confusion, mean loss and modality weights of a split."""
-    batch_size = config.train.eval_batch_size
-    parallel.local_batch_size(batch_size, mesh)
-    num_batches = -(-len(indices) // batch_size)
-    bar = report.ProgressBar(num_batches, label) if jax.process_index() == 0 else None
-    outputs = []
-    batches = eval_batches(
-        cache, indices, batch_size, buckets=config.data.buckets,
-        process_index=jax.process_index(), process_count=jax.process_count(),
-    )
-    for i, batch in enumerate(batches):
-        out = eval_step(params, parallel.shard_batch(batch, mesh))
-        outputs.append(jax.device_get(out))
-        if bar:
-            bar.update(i + 1)
-    if bar:
-        bar.close()
-    out = {k: np.concatenate([o[k] for o in outputs]) for k in outputs[0]}
-    keep = out["weight"] > 0
-    out = {k: v[keep] for k, v in out.items()}
-    result = metrics.classification_metrics(out["label"], out["logits"].argmax(-1), cache.classes)
-    result["loss"] = float(out["loss"].mean())
-    if "modality_weights" in out:
-        result["modality_weights"] = metrics.modality_weights_by_class(
-            out["label"], out["modality_weights"], cache.classes)
-    if "trunk_modality_weights" in out:
-        result["trunk_modality_weights"] = metrics.modality_weights_by_class(
-            out["label"], out["trunk_modality_weights"], cache.classes,
-            out.get("trunk_has_data"))
-    return result
+def _log_to_file(workdir: str) -> logging.Handler:
+    """Adds a handler writing the Python log to WORKDIR/train.log (appended across restarts)."""
+    index = jax.process_index()
+    name = LOG_FILE if index == 0 else f"train.process{index}.log"
+    handler = logging.FileHandler(os.path.join(workdir, name))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
 
 
-class _History:
-    """Logged scalars per step, kept in WORKDIR/history.json across restarts (for curves.png)."""
-
-    def __init__(self, workdir: str, resume_step: int):
-        self.path = os.path.join(workdir, HISTORY_FILE)
-        self.data: dict[str, list] = {}
-        if resume_step and os.path.exists(self.path):
-            with open(self.path) as f:
-                saved = json.load(f)
-            self.data = {k: [p for p in v if p[0] <= resume_step] for k, v in saved.items()}
-
-    def add(self, step: int, values: dict) -> None:
-        for k, v in values.items():
-            self.data.setdefault(k, []).append((step, float(v)))
-
-    def write(self) -> None:
-        report.write_json(self.path, self.data)
+def _close_log(handler: logging.Handler) -> None:
+    logging.getLogger().removeHandler(handler)
+    handler.close()
 
 
-def _check_finite(step: int, values: dict, checkpointer: checkpoint.Checkpointer) -> None:
-    loss = float(values["loss"])
-    if not np.isfinite(loss) or values["finite"] < 1:
-        checkpointer.wait()
-        last = checkpointer.latest_step()
-        raise NonFiniteLossError(
-            f"training became non-finite at step {step} (loss {loss}); stopping. The last good "
-            "checkpoint is "
-            f"{'step ' + str(last) if last is not None else 'none'} in {checkpointer.directory}. "
-            "Lower train.learning_rate or raise train.warmup_steps / set train.grad_clip_norm."
-        )
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Trains, checkpoints and evaluates; returns {"val": metrics, "test": metrics, ...}."""
-    tc = config.train
-    trace = perf.StepTrace(tuple(tc.profile_steps), os.path.join(workdir, "profile"))
-    if tc.compilation_cache_dir:  # JAX's persistent cache: later runs skip compiling
-        jax.config.update("jax_compilation_cache_dir", os.path.abspath(tc.compilation_cache_dir))
-    parallel.initialize_distributed(tc)
-    lead = jax.process_index() == 0
+def _load_data(config: ml_collections.ConfigDict) -> tuple[FeatureCache, dict]:
+    """The feature cache (prepared now if missing) and its train / val / test indices."""
     ensure_cache(config.data)
     cache = FeatureCache(config.data.cache_dir, in_memory=config.data.in_memory,
                          frame_input=config.data.frame_input)
     if config.model.num_classes != len(cache.classes):
         raise RunSetupError(f"model.num_classes={config.model.num_classes} but the cache "
                             f"{config.data.cache_dir} has {len(cache.classes)} classes")
-    splits = {s: split_of(cache, config.data, s) for s in ("train", "val", "test")}
+    splits = {s: split_of(cache, config.data, s) for s in SPLITS}
     if len(splits["train"]) == 0:
         raise RunSetupError(f"{config.data.cache_dir}: no clips in the training split")
+    return cache, splits
 
-    mesh = parallel.make_mesh(tc.num_devices)
-    parallel.local_batch_size(tc.batch_size, mesh)
-    model = AVModel(config=config.model)
-    schedule = optimizer.make_schedule(tc)
-    tx = optimizer.make_optimizer(tc, schedule, (*tc.frozen, *frozen_paths(config.model)))
-    example = example_batch(config.model, 1, seconds=min(config.data.buckets),
-                            num_frames=int(np.ceil(min(config.data.buckets) * cache.fps)))
-    checkpointer = checkpoint.Checkpointer(
-        workdir, keep=tc.keep, best_metric=tc.keep_best, async_save=tc.async_checkpointing)
-    start = checkpointer.latest_step()
-    if start is not None and os.path.exists(os.path.join(workdir, checkpoint.CONFIG_FILE)):
-        checkpoint.check_same_run(workdir, config)  # resume only the same run
-    if lead:
-        checkpoint.save_config(workdir, config)
-    loader = TrainLoader(
-        cache, splits["train"], tc.batch_size, seed=config.seed, buckets=config.data.buckets,
-        process_index=jax.process_index(), process_count=jax.process_count(),
-        prefetch=config.data.prefetch, threads=config.data.loader_threads,
-    )
 
-    if start is not None:
-        state, loader_state = checkpointer.restore(
-            start, abstract_train_state(model, tx, example, mesh))
-        loader.set_state(loader_state)
-        logging.info("resumed from step %d", start)
-    else:
-        state = create_train_state(model, tx, example, config.seed, mesh)
-        params = state.params
-        if tc.init_from:
-            source, _ = checkpoint.load_for_inference(tc.init_from)
-            params = copy_matching_params(params, source, tuple(tc.init_prefixes))
-        params = load_pretrained(params, config.model)  # the frozen FER encoder, if used
-        if params is not state.params:
-            params = parallel.replicate(params, mesh)
-            state = parallel.replicate(
-                state.replace(params=params, opt_state=tx.init(params)), mesh)
-    start = int(state.step)
-    train_step = CompiledStep(make_train_step(model, tx, schedule, mesh, seed=config.seed,
-                                              label_smoothing=tc.label_smoothing))
-    meter = perf.ThroughputMeter(
-        tc.batch_size, *perf.peak_tflops(mesh.devices.flat[0], config.model.dtype, tc.peak_tflops))
-    eval_step = make_eval_step(model, mesh)
-    history = _History(workdir, start)
-    tb = report.TensorBoard(os.path.join(workdir, "tb"), enabled=lead)
+def _new_state(model: AVModel, tx, example: dict, config: ml_collections.ConfigDict,
+               mesh: jax.sharding.Mesh) -> TrainState:
+    """A fresh train state; train.init_from and pretrained parts (the FER encoder) copied in."""
+    state = create_train_state(model, tx, example, config.seed, mesh)
+    params = state.params
+    if config.train.init_from:
+        source, _ = checkpoint.load_for_inference(config.train.init_from)
+        params = copy_matching_params(params, source, tuple(config.train.init_prefixes))
+    params = load_pretrained(params, config.model)
+    if params is state.params:
+        return state
+    params = parallel.replicate(params, mesh)
+    return parallel.replicate(state.replace(params=params, opt_state=tx.init(params)), mesh)
 
-    def validate(step):
-        result = evaluate(eval_step, state.params, cache, splits["val"], config, mesh, "  val")
-        values = {"val/wa": result["wa"], "val/ua": result["ua"],
-                  "val/macro_f1": result["macro_f1"], "val/loss": result["loss"]}
-        tb.scalars(step, values)
-        history.add(step, values)
-        return values
 
-    pending = []  # on-device metrics since the last log
-    step, stopping = start, False
+def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
+    """Everything a run needs, resumed from the workdir's latest checkpoint if it has one."""
+    tc = config.train
+    trace = perf.StepTrace(tuple(tc.profile_steps), os.path.join(workdir, "profile"))
+    if tc.compilation_cache_dir:  # JAX's persistent cache: later runs skip compiling
+        jax.config.update("jax_compilation_cache_dir", os.path.abspath(tc.compilation_cache_dir))
+    parallel.initialize_distributed(tc)
+    lead = jax.process_index() == 0
+    os.makedirs(workdir, exist_ok=True)
+    with contextlib.ExitStack() as resources:
+        resources.callback(_close_log, _log_to_file(workdir))
+        cache, splits = _load_data(config)
+        mesh = parallel.make_mesh(tc.num_devices)
+        parallel.local_batch_size(tc.batch_size, mesh)
+        model = AVModel(config=config.model)
+        schedule = optimizer.make_schedule(tc)
+        tx = optimizer.make_optimizer(tc, schedule, (*tc.frozen, *frozen_paths(config.model)))
+        seconds = min(config.data.buckets)
+        example = example_batch(config.model, 1, seconds=seconds,
+                                num_frames=int(np.ceil(seconds * cache.fps)))
+        checkpointer = checkpoint.Checkpointer(
+            workdir, keep=tc.keep, best_metric=tc.keep_best, async_save=tc.async_checkpointing)
+        resources.callback(checkpointer.close)
+        start = checkpointer.latest_step()
+        if start is not None and os.path.exists(os.path.join(workdir, checkpoint.CONFIG_FILE)):
+            checkpoint.check_same_run(workdir, config)  # resume only the same run
+        if lead:
+            checkpoint.save_config(workdir, config)
+            info = environment.write_environment(workdir)
+            logger.info("avfbp_jax %s, git commit %s, on %d %s device(s)",
+                        info["versions"]["avfbp_jax"], info["git_commit"],
+                        info["devices"]["count"], info["devices"]["kind"])
+        loader = TrainLoader(
+            cache, splits["train"], tc.batch_size, seed=config.seed, buckets=config.data.buckets,
+            process_index=jax.process_index(), process_count=jax.process_count(),
+            prefetch=config.data.prefetch, threads=config.data.loader_threads,
+        )
+        resources.callback(loader.close)
+        abstract_state = abstract_train_state(model, tx, example, mesh)
+        if start is not None:
+            state, loader_state = checkpointer.restore(start, abstract_state)
+            loader.set_state(loader_state)
+            logger.info("resumed from step %d", start)
+        else:
+            state = _new_state(model, tx, example, config, mesh)
+        writer = create_default_writer(workdir, just_logging=not lead, start=int(state.step))
+        resources.callback(writer.close)
+        return Run(
+            config=config, workdir=workdir, cache=cache, splits=splits, mesh=mesh,
+            loader=loader, checkpointer=checkpointer, state=state, abstract_state=abstract_state,
+            train_step=CompiledStep(make_train_step(model, tx, schedule, mesh, seed=config.seed,
+                                                    label_smoothing=tc.label_smoothing)),
+            eval_step=make_eval_step(model, mesh),
+            meter=perf.ThroughputMeter(tc.batch_size, *perf.peak_tflops(
+                mesh.devices.flat[0], config.model.dtype, tc.peak_tflops)),
+            trace=trace, writer=writer, resources=resources.pop_all(),
+        )
+
+
+def _progress(run: Run, step: int) -> Progress | None:
+    """The training progress display from `step` on, on process 0 only."""
+    if jax.process_index() != 0:
+        return None
+    return Progress(run.config.train.num_steps, "train", unit="steps", start=step)
+
+
+def _write_train_scalars(run: Run, step: int, pending: list[dict]) -> str:
+    """Writes the means of the steps' metrics since the last write and the throughput window's
+    rates; returns them as progress text. Raises NonFiniteLossError (once the running save is
+    done) if the loss became non-finite."""
+    means = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[-1]}
+    finite = min(float(m["finite"]) for m in pending)
+    del means["finite"]
+    if not np.isfinite(means["loss"]) or finite < 1:
+        run.checkpointer.wait()
+        last = run.checkpointer.latest_step()
+        raise NonFiniteLossError(
+            f"training became non-finite at step {step} (loss {means['loss']}); stopping. The "
+            "last good checkpoint is "
+            f"{'step ' + str(last) if last is not None else 'none'} in "
+            f"{run.checkpointer.directory}. Lower train.learning_rate or raise "
+            "train.warmup_steps / set train.grad_clip_norm."
+        )
+    rates = run.meter.window()
+    run.writer.write_scalars(step, {**{f"train/{k}": v for k, v in means.items()},
+                                    **{f"perf/{k}": v for k, v in rates.items()}})
+    run.writer.flush()
+    text = f"loss {means['loss']:.3f} acc {means['accuracy']:.2f}"
+    if rates:
+        text += (f" {rates['samples_per_s']:.1f} samples/s {rates['tflops_per_device']:.3g} "
+                 f"TFLOP/s/device {100 * rates['utilization']:.1f}% MFU")
+    return text
+
+
+def _validate(run: Run, state: TrainState, step: int) -> dict:
+    """Validation scalars of the current parameters, written to the metric writers."""
+    result = evaluate(run.eval_step, state.params, run.cache, run.splits["val"], run.config,
+                      run.mesh, "  val")
+    values = {f"val/{k}": result[k] for k in ("wa", "ua", "macro_f1", "loss")}
+    run.writer.write_scalars(step, values)
+    run.writer.flush()
+    return values
+
+
+def train_loop(run: Run) -> tuple[TrainState, float, dict]:
+    """Trains from the run's state to train.num_steps: (state, training seconds, throughput).
+
+    Logs every train.log_every steps, validates and saves with the validation metrics every
+    train.eval_every steps and at the end, saves every train.checkpoint_every steps. A signal
+    stops it at a step boundary on every process: that step is saved, then `Interrupted` raised.
+    """
+    tc = run.config.train
+    state, step = run.state, int(run.state.step)
+    has_val = len(run.splits["val"]) > 0
+    pending = []  # on-device metrics since the last write
+    stopping = False
     # Ctrl-C / SIGTERM: finish the step, save it (data position included) and stop; the same
     # step on every process. A second signal exits at once. The "steps" line is printed once
     # this is in force, so a signal after it always stops at a step boundary.
     with interrupt.StepStop() as stop:
-        if lead:
-            print(f"training {config.model.fusion} on {len(splits['train'])} clips "
-                  f"({loader.steps_per_epoch} steps/epoch, {loader.num_shapes} batch shapes) "
-                  f"over {mesh.size} device(s), steps {start}..{tc.num_steps}", flush=True)
-        bar = report.ProgressBar(tc.num_steps, "train", start=start) if lead else None
+        if jax.process_index() == 0:
+            print(f"training {run.config.model.fusion} on {len(run.splits['train'])} clips "
+                  f"({run.loader.steps_per_epoch} steps/epoch, {run.loader.num_shapes} batch "
+                  f"shapes) over {run.mesh.size} device(s), steps {step}..{tc.num_steps}",
+                  flush=True)
+        progress = _progress(run, step)
         t0 = time.perf_counter()
-        while step < tc.num_steps and not stopping:
-            batch = parallel.shard_batch(next(loader), mesh)
-            trace.before(step + 1)
-            state, step_metrics = train_step(state, batch)
-            step += 1
-            trace.after(step, state)
-            meter.add(train_step.last_flops)
-            meter.exclude(train_step.last_compile_s)
-            pending.append(step_metrics)
-            stopping = stop.reached(step)
-            is_last = step == tc.num_steps
-            do_eval = is_last or (tc.eval_every and step % tc.eval_every == 0)
-            do_save = (do_eval or stopping
-                       or (tc.checkpoint_every and step % tc.checkpoint_every == 0))
-            if step % tc.log_every == 0 or do_save:
-                means = {k: float(np.mean([float(m[k]) for m in pending])) for k in pending[-1]}
-                means["finite"] = min(float(m["finite"]) for m in pending)
-                pending = []
-                _check_finite(step, means, checkpointer)
-                rates = meter.window()
-                train_values = {f"train/{k}": v for k, v in means.items() if k != "finite"}
-                train_values.update({f"perf/{k}": v for k, v in rates.items()})
-                tb.scalars(step, train_values)
-                history.add(step, train_values)
-                if bar:
-                    speed = (f" {rates['samples_per_s']:.1f} samples/s "
-                             f"{rates['tflops_per_device']:.3g} TFLOP/s/device "
-                             f"{100 * rates['utilization']:.1f}% MFU") if rates else ""
-                    bar.update(step, f"loss {means['loss']:.3f} acc {means['accuracy']:.2f}"
-                                     f"{speed}")
-            if do_eval:
-                if bar:
-                    bar.close()
-                values = validate(step)
-                if lead:
-                    print(f"step {step}: val WA {values['val/wa']:.4f} UA {values['val/ua']:.4f} "
-                          f"loss {values['val/loss']:.4f}", flush=True)
-                checkpointer.save(step, state, loader.get_state(), metrics=values)
-            elif do_save:
-                checkpointer.save(step, state, loader.get_state())
-            if do_save:
-                meter.restart()  # evaluation and saving are not training time
-            if lead and (do_save or step % tc.log_every == 0):
-                history.write()
-            if step == tc.kill_at_step:
-                os.kill(os.getpid(), signal.SIGKILL)
-        if bar:
-            bar.close()
+        try:
+            while step < tc.num_steps and not stopping:
+                batch = parallel.shard_batch(next(run.loader), run.mesh)
+                run.trace.before(step + 1)
+                state, step_metrics = run.train_step(state, batch)
+                step += 1
+                run.trace.after(step, state)
+                run.meter.add(run.train_step.last_flops)
+                run.meter.exclude(run.train_step.last_compile_s)
+                pending.append(step_metrics)
+                stopping = stop.reached(step)
+                validate = has_val and itstime(step, tc.eval_every, tc.num_steps)
+                save = validate or stopping or itstime(step, tc.checkpoint_every, tc.num_steps)
+                if save or itstime(step, tc.log_every, tc.num_steps):
+                    text = _write_train_scalars(run, step, pending)
+                    pending = []
+                    if progress is not None:
+                        progress.update(step, text)
+                if validate:
+                    if progress is not None:
+                        progress.close()  # the evaluation shows its own progress
+                    values = _validate(run, state, step)
+                    run.checkpointer.save(step, state, run.loader.get_state(), metrics=values)
+                    progress = _progress(run, step)
+                elif save:
+                    run.checkpointer.save(step, state, run.loader.get_state())
+                if save:
+                    run.meter.restart()  # evaluation and saving are not training time
+                if step == tc.kill_at_step:
+                    os.kill(os.getpid(), signal.SIGKILL)
+        finally:
+            if progress is not None:
+                progress.close()
         train_time = time.perf_counter() - t0
-        throughput = meter.summary(train_step.compile_s)
-        loader.close()
-        checkpointer.wait()  # a signal now still waits for the last save
+        throughput = run.meter.summary(run.train_step.compile_s)
+        run.loader.close()
+        run.checkpointer.wait()  # a signal now still waits for the last save
         if stopping or stop.requested():
-            checkpointer.close()
-            tb.close()
             raise stop.interrupted(f"interrupted at step {step}; checkpoint saved; run the same "
                                    "command to resume")
-    best = checkpointer.best_step()
-    checkpointer.close()
+    return state, train_time, throughput
 
-    results = {}
-    for split in ("val", "test"):
-        if len(splits[split]):
-            results[split] = evaluate(eval_step, state.params, cache, splits[split], config, mesh,
-                                      f"  {split}")
-    if lead:
-        summary = {
-            "step": int(state.step), "best_step": best, "train_time_s": train_time,
-            "fusion": config.model.fusion, "num_devices": mesh.size, "throughput": throughput,
-            **results,
-        }
-        report.write_json(os.path.join(workdir, METRICS_FILE), summary)
-        history.write()
-        last = "test" if "test" in results else "val"
-        if results:
-            report.plot_confusion(os.path.join(workdir, "confusion.png"),
-                                  results[last]["confusion"], cache.classes,
-                                  f"{config.model.fusion}, {last} (step {int(state.step)})")
-        report.plot_curves(os.path.join(workdir, "curves.png"), history.data)
+
+def _evaluate_splits(run: Run, params, label: str) -> dict[str, dict]:
+    return {split: evaluate(run.eval_step, params, run.cache, run.splits[split], run.config,
+                            run.mesh, f"  {label}{split}")
+            for split in ("val", "test") if len(run.splits[split])}
+
+
+def finish(run: Run, state: TrainState, train_time: float, throughput: dict) -> dict:
+    """Evaluates the last step and the checkpoint export loads (the best by the validation
+    metric, else the last) on val and test; process 0 writes metrics.json, confusion.png (of that
+    checkpoint) and curves.png and prints the summary.
+
+    Returns {"val": ..., "test": ...} of the last step and "best": {"step": STEP, "val": ...,
+    "test": ...}; metrics.json holds the same plus the run's facts and throughput.
+    """
+    step = int(state.step)
+    last = _evaluate_splits(run, state.params, "")
+    best_step = run.checkpointer.best_step()
+    exported = step if best_step is None else best_step
+    if exported == step:
+        best = last
+    else:
+        best_state, _ = run.checkpointer.restore(exported, run.abstract_state)
+        best = _evaluate_splits(run, best_state.params, f"step {exported} ")
+    results = {**last, "best": {"step": exported, **best}}
+    if jax.process_index() == 0:
+        config, workdir, classes = run.config, run.workdir, run.cache.classes
+        report.write_json(os.path.join(workdir, METRICS_FILE), {
+            "step": step, "best_step": best_step, "train_time_s": train_time,
+            "fusion": config.model.fusion, "num_devices": run.mesh.size,
+            "throughput": throughput, **results,
+        })
+        if best:
+            split = "test" if "test" in best else "val"
+            report.plot_confusion(
+                os.path.join(workdir, "confusion.png"), best[split]["confusion"], classes,
+                f"{config.model.fusion}, {split}, checkpoint step {exported} (as exported)")
+        report.plot_curves(os.path.join(workdir, "curves.png"),
+                           read_history(os.path.join(workdir, HISTORY_FILE)))
         print(perf.describe(throughput), flush=True)
-        print(report.summary(
-            results, cache.classes,
-            f"{config.model.fusion}: {int(state.step)} steps, {train_time:.0f} s training, "
-            f"workdir {workdir}"), flush=True)
-    tb.close()
+        text = report.summary(
+            best, classes, f"{config.model.fusion}: {step} steps, {train_time:.0f} s training, "
+                           f"workdir {workdir}\nthe checkpoint that export and evaluate load: "
+                           f"step {exported}")
+        if exported != step:
+            text += f"\n\nlast step ({step}):\n" + report.scores_table(last, classes)
+        print(text, flush=True)
     return results
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Trains, checkpoints and evaluates; returns {"val": metrics, "test": metrics} of the last
+    step and "best" (see `finish`)."""
+    with setup(config, workdir) as run:
+        state, train_time, throughput = train_loop(run)
+        return finish(run, state, train_time, throughput)

@@ -8,11 +8,14 @@ for the compute dtype: from PEAK_TFLOPS for known accelerators, else from a GEMM
 start-up (MaxText reports MFU the same way).
 """
 
+import logging
 import os
 import time
 
 import jax
 import jax.numpy as jnp
+
+logger = logging.getLogger(__name__)
 
 # Dense matrix-unit peak TFLOP/s per device, by the start of jax's device_kind, from the vendors'
 # datasheets (SXM parts, no sparsity). float32 entries are what XLA's DEFAULT matmul precision
@@ -149,8 +152,8 @@ class StepTrace:
             jax.block_until_ready(state)
             jax.profiler.stop_trace()
             self.active = False
-            print(f"wrote a profiler trace of steps {self.steps[0]}-{step} to "
-                  f"{os.path.abspath(self.directory)}", flush=True)
+            logger.info("wrote a profiler trace of steps %d-%d to %s", self.steps[0], step,
+                        os.path.abspath(self.directory))
 
 
 def describe(summary: dict) -> str:

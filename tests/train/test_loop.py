@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 
 from avfbp_jax.train import checkpoint
-from avfbp_jax.train.evaluate import evaluate_checkpoint
+from avfbp_jax.train.evaluation import evaluate_checkpoint
+from avfbp_jax.train.metric_writers import read_history
 
 
 def test_workdir_outputs(uninterrupted):
     names = set(os.listdir(uninterrupted))
     assert {"config.json", "metrics.json", "confusion.png", "curves.png", "tb",
-            "checkpoints", "history.json"} <= names
+            "checkpoints", "history.jsonl", "train.log", "environment.json"} <= names
     with open(uninterrupted / "metrics.json") as f:
         m = json.load(f)
     assert m["step"] == 6 and m["num_devices"] == 8 and m["fusion"] == "gfbp"
@@ -24,8 +25,7 @@ def test_workdir_outputs(uninterrupted):
         assert np.sum(m[split]["confusion"]) == n
         assert 0 <= m[split]["wa"] <= 1 and 0 <= m[split]["ua"] <= 1
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(uninterrupted / "tb"))
-    with open(uninterrupted / "history.json") as f:
-        history = json.load(f)
+    history = read_history(str(uninterrupted / "history.jsonl"))
     assert [s for s, _ in history["train/loss"]] == [1, 2, 3, 4, 5, 6]
     assert [s for s, _ in history["val/ua"]] == [3, 6]
     # Throughput: windows without compilation are measured (step 1 compiles; steps 4 and 6
@@ -42,6 +42,16 @@ def test_workdir_outputs(uninterrupted):
     best = 3 if history["val/ua"][0][1] > history["val/ua"][1][1] else 6
     assert steps == sorted({4, 6, best})
     assert checkpoint.resolve_step(str(uninterrupted)) == best
+    # metrics.json: the last step at the top level (as before) and the checkpoint that export
+    # and evaluate load under "best".
+    assert m["best_step"] == best and m["best"]["step"] == best
+    assert {"val", "test"} <= set(m["best"])
+    if best == 6:
+        assert m["best"]["val"] == m["val"] and m["best"]["test"] == m["test"]
+    with open(uninterrupted / "environment.json") as f:
+        env = json.load(f)
+    assert env["versions"]["jax"] == jax.__version__ and env["git_commit"]
+    assert env["devices"]["count"] == 8
     with open(uninterrupted / "config.json") as f:
         assert json.load(f)["model"]["fusion"] == "gfbp"
 
@@ -54,6 +64,13 @@ def test_evaluate_reproduces_final_metrics(uninterrupted):
     assert result["ua"] == final["ua"] and result["wa"] == final["wa"]
     assert os.path.exists(uninterrupted / "eval" / "val-step6.json")
     assert os.path.exists(uninterrupted / "eval" / "val-step6.png")
+    # By default evaluate loads the checkpoint that metrics.json reports as "best".
+    best = evaluate_checkpoint(str(uninterrupted), None, "test")
+    with open(uninterrupted / "metrics.json") as f:
+        reported = json.load(f)["best"]
+    assert best["step"] == reported["step"]
+    assert best["confusion"] == reported["test"]["confusion"]
+    assert best["ua"] == reported["test"]["ua"]
 
 
 def test_load_for_inference_from_step_directory(uninterrupted):

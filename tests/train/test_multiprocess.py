@@ -16,7 +16,8 @@ import pytest
 
 from avfbp_jax import export, launch
 from avfbp_jax.train import checkpoint
-from avfbp_jax.train.evaluate import evaluate_checkpoint
+from avfbp_jax.train.evaluation import evaluate_checkpoint
+from avfbp_jax.train.metric_writers import read_history
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -65,8 +66,7 @@ def test_two_processes_match_one(sgd_run):
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     def results(name):
-        with open(root / name / "history.json") as f:
-            losses = [v for _, v in json.load(f)["train/loss"]]
+        losses = [v for _, v in read_history(str(root / name / "history.jsonl"))["train/loss"]]
         with open(root / name / "metrics.json") as f:
             return losses, json.load(f)
 

@@ -6,7 +6,6 @@ The signal is sent once the run has printed its "training ... steps 0..6" line (
 about to start): however long the machine takes after that, the run is inside its step loop.
 """
 
-import json
 import os
 import re
 import signal
@@ -15,6 +14,7 @@ import sys
 
 import pytest
 
+from avfbp_jax.train.metric_writers import read_history
 from tests.train.conftest import REPO
 from tests.train.test_resume import _assert_bitwise_equal, _params
 
@@ -48,8 +48,7 @@ def test_sigterm_saves_the_step_and_the_rerun_loses_none(train_cli, runner, unin
     step = int(STOPPED.search(err).group(1))
     assert 1 <= step <= 6
     assert (workdir / "checkpoints" / str(step)).is_dir()  # the step it stopped at is saved
-    with open(workdir / "history.json") as f:
-        assert json.load(f)["train/loss"][-1][0] == step
+    assert read_history(str(workdir / "history.jsonl"))["train/loss"][-1][0] == step
 
     _, run = runner
     rerun = run(workdir)
@@ -89,5 +88,5 @@ def test_two_processes_stop_at_the_same_step(tmp_path, tiny_cache):
     rerun = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert f"steps {step}..6" in rerun.stdout
-    with open(tmp_path / "run" / "history.json") as f:
-        assert [s for s, _ in json.load(f)["train/loss"]] == [1, 2, 3, 4, 5, 6]  # no step lost
+    history = read_history(str(tmp_path / "run" / "history.jsonl"))
+    assert [s for s, _ in history["train/loss"]] == [1, 2, 3, 4, 5, 6]  # no step lost
