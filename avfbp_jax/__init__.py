@@ -1,7 +1,7 @@
 """avfbp-jax: adaptive and multi-level factorized bilinear pooling for audio-visual emotion
 recognition, in JAX/Flax."""
 
-__version__ = "0.1.0"
+from avfbp_jax.version import __version__  # noqa: F401 (the package's public version)
 
 
 def __getattr__(name: str):

@@ -34,9 +34,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import avfbp_jax
 from avfbp_jax import atomic
 from avfbp_jax.trees import check_fits
+from avfbp_jax.version import __version__
 
 FORMAT = 1
 BUNDLE_JSON = "bundle.json"
@@ -70,7 +70,7 @@ def check_model_config(model_cfg: Any) -> None:
             name = f"{prefix}{key}"
             if key not in known:
                 raise ValueError(f"unknown config field {name!r} (not in avfbp_jax "
-                                 f"{avfbp_jax.__version__}'s model config)")
+                                 f"{__version__}'s model config)")
             if isinstance(known[key], Mapping) != isinstance(value, Mapping):
                 raise ValueError(f"config field {name!r} should "
                                  f"{'' if isinstance(known[key], Mapping) else 'not '}be a group")

@@ -12,7 +12,7 @@ import avfbp_jax
 
 PACKAGE = pathlib.Path(avfbp_jax.__file__).parent
 LAYERS = [
-    {"atomic", "progress", "trees", "interrupt", "weights", "pinned_wheel"},
+    {"atomic", "progress", "trees", "interrupt", "weights", "pinned_wheel", "version"},
     {"ops"},
     {"data"},
     {"models"},

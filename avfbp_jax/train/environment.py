@@ -15,8 +15,8 @@ import sys
 
 import jax
 
-import avfbp_jax
 from avfbp_jax import atomic
+from avfbp_jax.version import __version__
 
 ENVIRONMENT_FILE = "environment.json"
 PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "ml-collections")
@@ -24,7 +24,7 @@ PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "numpy", "ml-c
 
 def package_versions() -> dict[str, str | None]:
     """Versions of Python, this package and PACKAGES (None for one that is not installed)."""
-    versions = {"python": platform.python_version(), "avfbp_jax": avfbp_jax.__version__}
+    versions = {"python": platform.python_version(), "avfbp_jax": __version__}
     for package in PACKAGES:
         try:
             versions[package] = importlib.metadata.version(package)
@@ -36,7 +36,7 @@ def package_versions() -> dict[str, str | None]:
 def git_state() -> dict:
     """{"git_commit": HEAD, "git_dirty": tracked files changed} of the git checkout that holds
     this package's source; "unknown" and None for an installed copy (or without git)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(avfbp_jax.__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True,

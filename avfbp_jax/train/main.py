@@ -81,14 +81,3 @@ def run(args: argparse.Namespace) -> int:
     except NonFiniteLossError as e:
         print(f"\navfbp train: error: {e}", file=sys.stderr)
         return 3
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m avfbp_jax.train.main ...`, the same as `avfbp train ...`."""
-    from avfbp_jax import cli
-
-    return cli.main(["train", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

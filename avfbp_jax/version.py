@@ -1,0 +1,4 @@
+"""The package version (its own module, so any layer can read it without importing the package's
+top level)."""
+
+__version__ = "0.1.0"
