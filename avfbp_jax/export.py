@@ -85,9 +85,10 @@ def export_checkpoint(path: str, out_dir: str, *, labels: Sequence[str] | None =
                       overwrite: bool = False) -> dict:
     """Exports a training workdir (its best checkpoint) or one checkpoint step directory.
 
-    Label names come from `labels`, else from the feature cache the run trained on.
+    Label names come from `labels`, else from the run (WORKDIR/classes.json), else from the
+    feature cache it trained on (runs made before the run saved them).
     """
-    from avfbp_jax.train.checkpoint import load_for_inference
+    from avfbp_jax.train.checkpoint import load_classes, load_for_inference
 
     try:
         params, config = load_for_inference(path)
@@ -101,7 +102,7 @@ def export_checkpoint(path: str, out_dir: str, *, labels: Sequence[str] | None =
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
     if labels is None:
-        labels = cache_labels(config)
+        labels = load_classes(path) or cache_labels(config)
     return export_bundle(params, config, out_dir, labels=labels, platforms=platforms,
                          overwrite=overwrite)
 

@@ -22,6 +22,7 @@ from avfbp_jax.train.config import BEST_METRICS, RunSetupError
 from avfbp_jax.train.presets import base_config
 
 CONFIG_FILE = "config.json"
+CLASSES_FILE = "classes.json"  # the class names in label order, so export needs no cache
 
 
 class _SkipExpectedWarnings(logging.Filter):
@@ -109,6 +110,21 @@ def save_config(workdir: str, config: ml_collections.ConfigDict) -> None:
     os.makedirs(workdir, exist_ok=True)
     atomic.write_text(os.path.join(workdir, CONFIG_FILE),
                       config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def save_classes(workdir: str, classes: list[str]) -> None:
+    """Writes WORKDIR/classes.json (the class names in label order) atomically."""
+    atomic.write_json(os.path.join(workdir, CLASSES_FILE), list(classes))
+
+
+def load_classes(path: str) -> list[str] | None:
+    """The class names of the run at `path` (a workdir or a checkpoint step directory in one);
+    None for a run made before they were saved."""
+    file = os.path.join(_resolve(path)[0], CLASSES_FILE)
+    if not os.path.exists(file):
+        return None
+    with open(file) as f:
+        return json.load(f)
 
 
 # Fields a resumed run may change: they steer the loop, the devices or the host-side loader,

@@ -33,7 +33,7 @@ from avfbp_jax.data.loader import TrainLoader
 from avfbp_jax.models.model import AVModel, example_batch, frozen_paths, load_pretrained
 from avfbp_jax.progress import Progress
 from avfbp_jax.train import checkpoint, environment, optimizer, parallel, perf, report
-from avfbp_jax.train.config import RunSetupError
+from avfbp_jax.train.config import RunSetupError, validate
 from avfbp_jax.train.data import ensure_cache
 from avfbp_jax.train.evaluation import evaluate, split_of
 from avfbp_jax.train.metric_writers import (
@@ -136,6 +136,7 @@ def _new_state(model: AVModel, tx, example: dict, config: ml_collections.ConfigD
 
 def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
     """Everything a run needs, resumed from the workdir's latest checkpoint if it has one."""
+    validate(config)
     tc = config.train
     trace = perf.StepTrace(tuple(tc.profile_steps), os.path.join(workdir, "profile"))
     if tc.compilation_cache_dir:  # JAX's persistent cache: later runs skip compiling
@@ -162,6 +163,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
             checkpoint.check_same_run(workdir, config)  # resume only the same run
         if lead:
             checkpoint.save_config(workdir, config)
+            checkpoint.save_classes(workdir, cache.classes)
             info = environment.write_environment(workdir)
             logger.info("avfbp_jax %s, git commit %s, on %d %s device(s)",
                         info["versions"]["avfbp_jax"], info["git_commit"],
@@ -184,8 +186,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
         return Run(
             config=config, workdir=workdir, cache=cache, splits=splits, mesh=mesh,
             loader=loader, checkpointer=checkpointer, state=state, abstract_state=abstract_state,
-            train_step=CompiledStep(make_train_step(model, tx, schedule, mesh, seed=config.seed,
-                                                    label_smoothing=tc.label_smoothing)),
+            train_step=CompiledStep(make_train_step(
+                model, tx, schedule, mesh, seed=config.seed, label_smoothing=tc.label_smoothing,
+                modality_dropout=tc.modality_dropout)),
             eval_step=make_eval_step(model, mesh),
             meter=perf.ThroughputMeter(tc.batch_size, *perf.peak_tflops(
                 mesh.devices.flat[0], config.model.dtype, tc.peak_tflops)),

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from avfbp_jax.train.modality_dropout import drop_modalities
 from avfbp_jax.train.parallel import data_sharded, replicated
 from avfbp_jax.train.perf import compiled_flops
 from avfbp_jax.train.state import TrainState
@@ -44,16 +45,20 @@ def make_train_step(
     *,
     seed: int,
     label_smoothing: float,
+    modality_dropout: float = 0.0,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """Returns step(state, batch) -> (state, metrics), jitted with shardings; state is donated.
 
     Dropout randomness for step s is fold_in(key(seed), s), so a resumed run draws the same
-    masks as an uninterrupted one.
+    masks as an uninterrupted one; so does modality dropout (train.modality_dropout: per clip,
+    its audio or its faces removed through the masks, see train.modality_dropout).
     """
     dropout_key = jax.random.fold_in(jax.random.key(seed), 1)
 
     def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(dropout_key, state.step)
+        if modality_dropout > 0:
+            batch = drop_modalities(batch, jax.random.fold_in(rng, 1), modality_dropout)
 
         def loss_fn(params):
             logits, _ = model.apply(

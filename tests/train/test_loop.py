@@ -3,11 +3,14 @@
 import glob
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
 import pytest
 
+from avfbp_jax import export
+from avfbp_jax.data.cache import read_index
 from avfbp_jax.train import checkpoint
 from avfbp_jax.train.evaluation import evaluate_checkpoint
 from avfbp_jax.train.metric_writers import read_history
@@ -54,6 +57,22 @@ def test_workdir_outputs(uninterrupted):
     assert env["devices"]["count"] == 8
     with open(uninterrupted / "config.json") as f:
         assert json.load(f)["model"]["fusion"] == "gfbp"
+    with open(uninterrupted / "classes.json") as f:
+        classes = json.load(f)
+    config = checkpoint.load_config(str(uninterrupted))
+    assert classes == read_index(config.data.cache_dir)["classes"] and len(classes) >= 2
+    assert checkpoint.load_classes(str(uninterrupted / "checkpoints" / "4")) == classes
+
+
+def test_export_needs_no_cache(uninterrupted, tmp_path):
+    """The class names come from the workdir: a run whose cache is gone still exports."""
+    workdir = tmp_path / "run"
+    shutil.copytree(uninterrupted, workdir)
+    config = json.loads((workdir / "config.json").read_text())
+    config["data"]["cache_dir"] = str(tmp_path / "deleted_cache")
+    (workdir / "config.json").write_text(json.dumps(config))
+    meta = export.export_checkpoint(str(workdir), str(tmp_path / "bundle"))
+    assert meta["labels"] == json.loads((workdir / "classes.json").read_text())
 
 
 def test_evaluate_reproduces_final_metrics(uninterrupted):

@@ -19,6 +19,7 @@ from jax.sharding import Mesh
 
 from avfbp_jax.models.model import AVModel, example_batch
 from avfbp_jax.train import optimizer, parallel
+from avfbp_jax.train.modality_dropout import drop_modalities
 from avfbp_jax.train.state import create_train_state
 from avfbp_jax.train.step import make_eval_step, make_train_step, weighted_cross_entropy
 from tests.train.conftest import tiny_model_config, tiny_train_config
@@ -100,6 +101,30 @@ def test_padding_row_does_not_change_update():
     assert l1 == l2
     for x, y in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_modality_dropout_is_the_step_on_the_masked_batch():
+    """With train.modality_dropout the step equals the plain step on drop_modalities(batch) with
+    the step's own key (so a resumed run drops the same streams), sharded over 8 devices."""
+    cfg, tcfg = tiny_model_config("amfbp"), tiny_train_config()
+    mesh = parallel.make_mesh(8)
+    batches = _batches(cfg, 2)
+    model, schedule = AVModel(config=cfg), optimizer.make_schedule(tcfg)
+    tx = optimizer.make_optimizer(tcfg, schedule)
+    dropping = make_train_step(model, tx, schedule, mesh, seed=0,
+                               label_smoothing=tcfg.label_smoothing, modality_dropout=0.5)
+    s1, l1 = _run(cfg, tcfg, mesh, batches, dropping)
+    key = jax.random.fold_in(jax.random.key(0), 1)
+    masked = [jax.device_get(drop_modalities(b, jax.random.fold_in(jax.random.fold_in(key, i), 1),
+                                             0.5)) for i, b in enumerate(batches)]
+    assert any(np.any(m["audio_len"] != b["audio_len"])
+               for m, b in zip(masked, batches, strict=True))
+    s2, l2 = _run(cfg, tcfg, mesh, masked)
+    _, l0 = _run(cfg, tcfg, mesh, batches)
+    np.testing.assert_allclose(l1, l2, rtol=1e-6)
+    assert l1 != l0
+    for x, y in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
 
 
 def test_frozen_prefix_keeps_params_and_others_move():
