@@ -179,9 +179,10 @@ def preprocessing_settings(config: Any) -> dict:
         "fps": float(data.fps),
         "crop_size": int(model.video.crop_size),
         "frame_input": "features" if features else "face_crops",
-        "frames": ("float32 per-frame features [T, D]" if features else
-                   "uint8 grayscale face crops [T, crop_size, crop_size] (OpenCV Haar cascade "
-                   "face detector, as `avfbp prepare`)"),
+        "face_detector": str(data.face_detector),
+        "frames": ("float32 per-frame features [T, D] (the FER port's, of the face crops)"
+                   if features else "uint8 grayscale face crops [T, crop_size, crop_size] (as "
+                   "`avfbp prepare` cuts them with face_detector)"),
         "frame_mask": "True where the frame is inside frame_len and has a face",
         "buckets_s": [float(b) for b in data.buckets],
     }

@@ -18,6 +18,7 @@ from avfbp_jax.data.loader import eval_batches
 from avfbp_jax.models.model import AVModel
 from avfbp_jax.progress import Progress
 from avfbp_jax.train import checkpoint, metrics, parallel, report
+from avfbp_jax.train.modality_dropout import remove_modality
 from avfbp_jax.train.step import make_eval_step
 
 EVAL_DIR = "eval"
@@ -32,9 +33,11 @@ def split_of(cache: FeatureCache, data_config: ml_collections.ConfigDict, split:
 def evaluate(
     eval_step: Callable[[dict, dict], dict], params, cache: FeatureCache, indices: np.ndarray,
     config: ml_collections.ConfigDict, mesh: Mesh, label: str = "eval",
+    without: str | None = None,
 ) -> dict:
     """WA, UA, macro-F1, per-class recall, confusion, mean loss and modality weights of the
-    clips `indices`, every process taking its share of each batch; process 0 shows progress."""
+    clips `indices`, every process taking its share of each batch; process 0 shows progress.
+    without: "audio" or "faces" removes that modality from every clip (remove_modality)."""
     batch_size = config.train.eval_batch_size
     parallel.local_batch_size(batch_size, mesh)
     batches = eval_batches(
@@ -46,6 +49,8 @@ def evaluate(
         progress = Progress(-(-len(indices) // batch_size), label, unit="batches")
     outputs = []
     for batch in batches:
+        if without:
+            batch = remove_modality(batch, without)
         outputs.append(jax.device_get(eval_step(params, parallel.shard_batch(batch, mesh))))
         if progress is not None:
             progress.update()
@@ -66,11 +71,17 @@ def evaluate(
     return result
 
 
+def eval_name(split: str, step: int, without: str | None = None) -> str:
+    """The file stem of an evaluation in WORKDIR/eval."""
+    return f"{split}-step{step}" + (f"-without-{without}" if without else "")
+
+
 def evaluate_checkpoint(workdir: str, step: int | None, split: str,
-                        num_devices: int = 0) -> dict:
+                        num_devices: int = 0, without: str | None = None) -> dict:
     """Metrics of one checkpoint of a training workdir (the one `checkpoint.resolve_step` picks:
     the best by the validation metric unless `step` is given) on one split, with "step" and
-    "classes". Process 0 writes WORKDIR/eval/<split>-step<STEP>.json and .png (confusion)."""
+    "classes", optionally `without` one modality. Process 0 writes
+    WORKDIR/eval/<split>-step<STEP>[-without-<MODALITY>].json and .png (confusion)."""
     params, config = checkpoint.load_for_inference(workdir, step)
     step = checkpoint.resolve_step(workdir, step)
     cache = FeatureCache(config.data.cache_dir, in_memory=False,
@@ -81,13 +92,15 @@ def evaluate_checkpoint(workdir: str, step: int | None, split: str,
     mesh = parallel.make_mesh(num_devices)
     model = AVModel(config=config.model)
     params = parallel.replicate(params, mesh)
-    result = evaluate(make_eval_step(model, mesh), params, cache, indices, config, mesh, split)
+    result = evaluate(make_eval_step(model, mesh), params, cache, indices, config, mesh, split,
+                      without)
     result["step"] = step
     if jax.process_index() == 0:
         out = os.path.join(workdir, EVAL_DIR)
         os.makedirs(out, exist_ok=True)
-        name = os.path.join(out, f"{split}-step{step}")
+        name = os.path.join(out, eval_name(split, step, without))
         report.write_json(name + ".json", result)
+        missing = f", without {without}" if without else ""
         report.plot_confusion(name + ".png", result["confusion"], cache.classes,
-                              f"{config.model.fusion}, {split} (step {step})")
+                              f"{config.model.fusion}, {split} (step {step}{missing})")
     return result

@@ -8,16 +8,9 @@ probability `train.modality_dropout`, so the fused head learns to predict from e
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 MODALITIES = ("audio", "faces")
-
-
-def _without(batch: dict, drop_audio: jax.Array, drop_faces: jax.Array) -> dict:
-    """batch with the audio of rows where drop_audio and the faces of rows where drop_faces
-    masked out ([B] bools)."""
-    return {**batch,
-            "audio_len": jnp.where(drop_audio, 0, batch["audio_len"]),
-            "frame_mask": batch["frame_mask"] & ~drop_faces[:, None]}
 
 
 def drop_modalities(batch: dict, rng: jax.Array, rate: float) -> dict:
@@ -32,16 +25,17 @@ def drop_modalities(batch: dict, rng: jax.Array, rate: float) -> dict:
     audio_side = jax.random.bernoulli(which_rng, 0.5, (rows,))
     has_audio = batch["audio_len"] > 0
     has_faces = jnp.any(batch["frame_mask"], axis=1)
-    return _without(batch, drop & audio_side & has_faces, drop & ~audio_side & has_audio)
+    drop_audio = drop & audio_side & has_faces
+    drop_faces = drop & ~audio_side & has_audio
+    return {**batch, "audio_len": jnp.where(drop_audio, 0, batch["audio_len"]),
+            "frame_mask": batch["frame_mask"] & ~drop_faces[:, None]}
 
 
 def remove_modality(batch: dict, modality: str) -> dict:
-    """batch with one modality ("audio" or "faces") removed from every clip (for evaluation)."""
-    if modality not in MODALITIES:
-        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
-    rows = batch["audio_len"].shape[0]
-    everywhere = jnp.ones(rows, bool)
-    nowhere = jnp.zeros(rows, bool)
+    """A host batch with one modality ("audio" or "faces") removed from every clip (to evaluate
+    a model on what predict meets when a stream is missing)."""
     if modality == "audio":
-        return _without(batch, everywhere, nowhere)
-    return _without(batch, nowhere, everywhere)
+        return {**batch, "audio_len": np.zeros_like(batch["audio_len"])}
+    if modality == "faces":
+        return {**batch, "frame_mask": np.zeros_like(batch["frame_mask"])}
+    raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {modality!r}")

@@ -90,6 +90,12 @@ def test_evaluate_reproduces_final_metrics(uninterrupted):
     assert best["step"] == reported["step"]
     assert best["confusion"] == reported["test"]["confusion"]
     assert best["ua"] == reported["test"]["ua"]
+    # Without a modality: its own files, and the model sees less (its loss moves).
+    for modality in ("audio", "faces"):
+        partial = evaluate_checkpoint(str(uninterrupted), 6, "val", without=modality)
+        assert partial["loss"] != result["loss"]
+        assert np.sum(partial["confusion"]) == np.sum(result["confusion"])
+        assert os.path.exists(uninterrupted / "eval" / f"val-step6-without-{modality}.json")
 
 
 def test_load_for_inference_from_step_directory(uninterrupted):
