@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from avfbp_jax.train.environment import cpu_model
+
 DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16}
 
 
@@ -105,17 +107,6 @@ def gemm_variant(dtype: Any, size: int, device: jax.Device | None = None
     b = jax.device_put(jax.random.normal(key_b, (size, size), dtype), device)
     f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
     return Variant(f"gemm{size}|{jnp.dtype(dtype).name}", lambda: f(a, b)), 2.0 * size**3
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def machine_info() -> dict[str, Any]:

@@ -52,7 +52,8 @@ def git_state() -> dict:
     return {"git_commit": commit, "git_dirty": dirty}
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo, else what platform knows)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -71,7 +72,7 @@ def describe() -> dict:
         "argv": list(sys.argv),
         "host": socket.gethostname(),
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "devices": {"platform": device.platform, "kind": device.device_kind,
                     "count": jax.device_count(), "processes": jax.process_count()},
