@@ -27,7 +27,7 @@ def test_git_commit_of_the_source_checkout_or_unknown(monkeypatch, tmp_path):
     if head.returncode == 0:  # the tests run from a checkout (else there is nothing to match)
         assert state["git_commit"] == head.stdout.strip()
         assert isinstance(state["git_dirty"], bool)
-    fake = tmp_path / "site-packages" / "avfbp_jax"  # an installed copy, no checkout around it
+    fake = tmp_path / "site-packages" / "avfbp_jax" / "train"  # an installed copy, no checkout
     fake.mkdir(parents=True)
-    monkeypatch.setattr(avfbp_jax, "__file__", str(fake / "__init__.py"))
+    monkeypatch.setattr(environment, "__file__", str(fake / "environment.py"))
     assert environment.git_state() == {"git_commit": "unknown", "git_dirty": None}
