@@ -38,7 +38,7 @@ def ensure_cache(data: ml_collections.ConfigDict) -> None:
               f"in {data.corpus_dir}", flush=True)
         try:  # finishes a corpus that an interrupted run left unfinished
             write_corpus(data.corpus_dir, clips=synthetic.clips, seed=synthetic.seed,
-                         workers=data.workers)
+                         workers=data.workers, task=synthetic.get("task", "emotion"))
         except (ValueError, FileExistsError) as e:
             raise RunSetupError(f"config.data.corpus_dir: {e}") from None
     if not os.path.isdir(data.corpus_dir):

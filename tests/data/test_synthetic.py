@@ -24,6 +24,29 @@ from avfbp_jax.data.media import read_audio, read_video
 
 SHORT = dataclasses.replace(synthetic.Cues(), min_seconds=1.5, max_seconds=2.0)
 
+# sha256 of what the emotion task wrote at commit df4fcf3, before the co-occurrence task and the
+# split of this module: the fixture's corpus (seed 3, SHORT cues) and two default-cue clips
+# (audio float32 bytes, frames uint8 bytes). The .avi files hold these frames as the unchanged
+# writer encodes them (their bytes depend on the OpenCV/FFmpeg build, so they are not pinned).
+PINNED_FILES = {
+    "angry/clip00002.wav": "09546a3827c4821e8888cad942a0af2dcb276508c2869268a46d8390ba082e1f",
+    "angry/clip00006.wav": "64deec203d9b28ac399e36284cd37196fb3dc570adfc38b63b11d85110e1a543",
+    "corpus.json": "d60b996f5c1e3cfc265cdae80de11b89e3a774ef7274944429a878073ec8af34",
+    "happy/clip00001.wav": "e755ec5428b016a38b99c6b6441333c2d8c06b0f9c7ff398b7c9f904f2787bcc",
+    "happy/clip00005.wav": "98a2b7eff3b8b989556af873ccc0b94e8990e7cc7f554e62686262afc2d08696",
+    "neutral/clip00000.wav": "5827432a06b4e9b78c8b3afc12d8aaefce3465538787ed0f04fc906bac175bf8",
+    "neutral/clip00004.wav": "4c9e255ce855cc6dca67c2d40f102ce92dcaee5760b1038c27526bec37e08cdf",
+    "sad/clip00003.wav": "5731e4de605cde9efbba61383aff1ef36b4db0694a86be785fec532e63a34cd0",
+    "sad/clip00007.wav": "acaafcf8972463fe51ebe5dfaf76496c3c76f66ee38784d566bbd7284245724a",
+    "splits.csv": "fb5fa0d16597f06d2081743582a1a1d74a7a4b9a8b543ec625b3ccd6c697d340",
+}
+PINNED_CLIPS = {
+    (0, 0, "neutral"): ("0ba6940c94557a8ca233381c78acd5abcb05983043c45d320a1a9c6a3fa611d2",
+                        "3e3106b13e2007f8856f1dd0ba73856ce0fa1bb3669018b7f6afb9eeb8a131d3"),
+    (7, 5, "angry"): ("0ce8a0e050735799a7177f53ffcfc5eda36cdcf841ced2af22d884b862d7c7ab",
+                      "7fa2c2dd8f41b35e88987c0c672c3aa3bb4abee66b876f8e954b0c07c001b760"),
+}
+
 
 def _hashes(root):
     return {
@@ -79,6 +102,15 @@ def test_files_decode_with_the_real_decoders(corpus):
         capture.release()
         found.append(cropper.crop_frames(frames)[1])
     assert np.concatenate(found).mean() > 0.9  # the Haar cascade finds the drawn faces
+
+
+def test_the_emotion_task_writes_the_bytes_it_wrote_before(corpus):
+    hashes = _hashes(corpus)
+    assert {name: hashes[name] for name in PINNED_FILES} == PINNED_FILES
+    for (seed, index, emotion), pinned in PINNED_CLIPS.items():
+        audio, frames, _ = synthetic.generate_clip(seed, index, emotion)
+        got = tuple(hashlib.sha256(a.tobytes()).hexdigest() for a in (audio, frames))
+        assert got == pinned, (seed, index, emotion)
 
 
 def test_same_seed_same_bytes_any_worker_count(corpus, tmp_path):
