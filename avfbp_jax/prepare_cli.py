@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from avfbp_jax.data import prepare
-from avfbp_jax.data.config import CORPUS_KINDS, FACE_DETECTORS, data_config
+from avfbp_jax.data.config import CORPUS_KINDS, FACE_DETECTORS, MARKER_ACTOR_SIDES, data_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,9 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="decoding processes (default: %(default)s)")
     parser.add_argument("--keep-excited", action="store_true",
                         help="IEMOCAP: drop 'exc' instead of merging it into happy")
-    parser.add_argument("--marker-actor-side", choices=("", "left", "right"),
+    parser.add_argument("--marker-actor-side", choices=MARKER_ACTOR_SIDES,
                         default=d.marker_actor_side,
-                        help="IEMOCAP: side of the dialog video where the dialog-id actor sits")
+                        help="IEMOCAP: side of the dialog video where the dialog-id actor sits, or "
+                             "auto (per clip: the face whose mouth moves with the speech)")
     parser.add_argument("--split-seed", type=int, default=d.split_seed,
                         help="folder corpus without splits.csv: seed of the stratified split")
     parser.add_argument("--face-detector", choices=FACE_DETECTORS, default=d.face_detector,

@@ -3,7 +3,7 @@
 import ml_collections
 
 CORPUS_KINDS = ("folder", "iemocap", "afew")
-MARKER_ACTOR_SIDES = ("", "left", "right")
+MARKER_ACTOR_SIDES = ("", "left", "right", "auto")
 FACE_DETECTORS = ("haar", "mtcnn")  # data.faces.make_detector
 DEFAULT_BUCKETS = (2.0, 3.0, 4.0, 6.0, 8.0, 12.0)  # seconds (chosen)
 
@@ -22,7 +22,8 @@ def data_config() -> ml_collections.ConfigDict:
     c.excited_as_happy = True  # IEMOCAP: merge "exc" into "happy" (the usual 4-class setup)
     # IEMOCAP's dialog videos show both actors side by side. "left"/"right": the side where the
     # actor named in the dialog id (Ses01F -> F) sits; faces are then searched only in the
-    # speaking actor's half. "" = the whole frame (the largest face wins).
+    # speaking actor's half. "auto": decided per clip, the half whose face's mouth moves with the
+    # speech (data/speaking_side.py). "" = the whole frame (the largest face wins).
     c.marker_actor_side = ""  # one of MARKER_ACTOR_SIDES
     # Face detector, one of FACE_DETECTORS: "haar" (OpenCV's frontal cascade, nothing
     # to convert) or "mtcnn" (the JAX MTCNN port: profile, small and cut-off faces too; convert its

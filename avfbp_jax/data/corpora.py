@@ -24,6 +24,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from avfbp_jax.data.config import MARKER_ACTOR_SIDES
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3", ".m4a")
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg")
 IEMOCAP_CLASSES = ("neutral", "happy", "angry", "sad")
@@ -151,11 +153,14 @@ def read_iemocap(root: str, *, excited_as_happy: bool = True,
                  marker_actor_side: str = "") -> Corpus:
     """IEMOCAP's release layout: 4 classes, utterances from EmoEvaluation, video cut per utterance.
 
-    marker_actor_side ("left"/"right"/""): where the actor named in the dialog id (SesNNF/M)
-    sits in the dialog video; when set, faces are searched only in the speaking actor's half.
+    marker_actor_side ("left"/"right"/""/"auto"): where the actor named in the dialog id
+    (SesNNF/M) sits in the dialog video; when set, faces are searched only in the speaking actor's
+    half. "auto": each clip's half is decided from its data (data.speaking_side: the face whose
+    mouth moves with the speech).
     """
-    if marker_actor_side not in ("", "left", "right"):
-        raise ValueError(f"marker_actor_side must be '', 'left' or 'right': {marker_actor_side!r}")
+    if marker_actor_side not in MARKER_ACTOR_SIDES:
+        raise ValueError(f"marker_actor_side must be one of {MARKER_ACTOR_SIDES}: "
+                         f"{marker_actor_side!r}")
     codes = dict(IEMOCAP_CODES, **({"exc": "happy"} if excited_as_happy else {}))
     names = _visible(os.listdir(root)) if os.path.isdir(root) else []
     sessions = [n for n in names if re.fullmatch(r"Session[1-5]", n)]
@@ -182,7 +187,9 @@ def read_iemocap(root: str, *, excited_as_happy: bool = True,
                         continue
                     actor = utt.rsplit("_", 1)[1][0]  # Ses01F_impro01_M003 -> M
                     region = None
-                    if marker_actor_side:
+                    if marker_actor_side == "auto":
+                        region = "speaking"
+                    elif marker_actor_side:
                         marker = utt[5]  # the actor named in the dialog id
                         region = marker_actor_side if actor == marker else \
                             other_side[marker_actor_side]

@@ -25,6 +25,7 @@ from avfbp_jax.data.corpora import Clip, read_corpus
 from avfbp_jax.data.faces import FaceCropper, shared_cropper
 from avfbp_jax.data.media import MediaError, read_audio, read_video
 from avfbp_jax.data.pool import process_map
+from avfbp_jax.data.speaking_side import speaking_side
 from avfbp_jax.progress import Progress
 
 SETTINGS = "settings.json"  # written first; index.json, written last, marks a finished run
@@ -45,8 +46,10 @@ def load_clip(video: str, audio: str | None = None, *, start: float | None = Non
     no face), frame_mask bool [T] (a face was found), the keys of FeatureCache.get.
 
     audio None takes the video's own audio track (cut to [start, end] like the frames); region
-    "left"/"right" searches faces in that half of each frame only. Raises MediaError naming the
-    file for unusable media, and when require_face and no frame has a face.
+    "left"/"right" searches faces in that half of each frame only, "speaking" in the half whose
+    face's mouth moves with the speech (speaking_side; the whole frame if that is undecided).
+    Raises MediaError naming the file for unusable media, and when require_face and no frame has
+    a face.
     """
     cropper = cropper or FaceCropper()
     frames, _ = read_video(video, fps, start=start or 0.0, end=end)
@@ -58,6 +61,8 @@ def load_clip(video: str, audio: str | None = None, *, start: float | None = Non
             raise MediaError(video, f"no audio in the segment [{start}, {end}] s")
     else:
         wave = read_audio(audio, sample_rate)
+    if region == "speaking":
+        region = speaking_side(frames, wave, sample_rate, fps, cropper.detector)
     if region is not None:
         half = frames.shape[2] // 2
         frames = frames[:, :, :half] if region == "left" else frames[:, :, half:]

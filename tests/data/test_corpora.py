@@ -129,6 +129,11 @@ def test_iemocap_utterances_labels_speakers_and_folds(tmp_path):
     assert sided == {"Ses01F_impro01_F000": "left", "Ses01F_impro01_M000": "right",
                      "Ses01F_impro01_M001": "right", "Ses02M_script01_1_F000": "right",
                      "Ses02M_script01_1_M000": "left"}
+    # "auto": every clip's half is decided from its data at prepare time.
+    auto = {c.region for c in read_iemocap(root, marker_actor_side="auto").clips}
+    assert auto == {"speaking"}
+    with pytest.raises(ValueError, match="marker_actor_side must be one of"):
+        read_iemocap(root, marker_actor_side="middle")
     with pytest.raises(ValueError, match="not an IEMOCAP release"):
         read_iemocap(str(tmp_path / "Session1"))
 
