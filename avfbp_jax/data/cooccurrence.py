@@ -12,9 +12,9 @@ is neutral speech and a neutral face. Clips last 4.5-6 s. The eight classes cros
 The voice and the face are there to be learnt from pooled streams, one by each stream: a head
 that learns both and no more reaches 50%, which tells a head that trained from one that failed.
 Each stream must find its own event to learn its factor, which the overlap needs too. (With the
-overlap as the only label, AM-FBP stayed at chance for 800 steps, then memorised the training
-clips; with one direction shared by voice and face, one stream learnt it and the other stayed
-blind to its event. See the README's co-occurrence section.)
+overlap as the only label, AM-FBP stayed at chance on validation and, given 1200 steps,
+memorised the training clips; with one direction shared by voice and face, one stream learnt it
+and the other stayed blind to its event. See the README's co-occurrence section.)
 
 Placement, in the coordinates of where an event may start (0: at the clip's start, 1: it ends
 at the clip's end): the audio event starts at a uniform u. "together" puts the facial event at

@@ -152,10 +152,12 @@ def test_each_stream_shows_only_its_own_factors():
     # change it (rate_gain 0), so the frames cannot show when the burst happened.
     n = 3 * synth_media.SAMPLE_RATE
     burst = synth_media.segment_weight(np.arange(n) / synth_media.SAMPLE_RATE, 1.0, 2.0)
-    calm, loud = (synth_media.synth_audio(np.random.default_rng(4), 3.0, w, cooccurrence.CUES)
-                  for w in (np.zeros(n), burst))
-    np.testing.assert_array_equal(calm[1], loud[1])
-    assert not np.array_equal(calm[0], loud[0])
+    calm, high, low = (synth_media.synth_audio(np.random.default_rng(4), 3.0, w * burst,
+                                               cooccurrence.CUES)
+                       for w in (0.0, *cooccurrence.VOICES.values()))
+    for voice in (high, low):
+        np.testing.assert_array_equal(calm[1], voice[1])
+        assert not np.array_equal(calm[0], voice[0])
 
 
 def test_cues_that_would_let_apart_events_overlap_are_refused(tmp_path):
