@@ -159,6 +159,18 @@ def _fail(path: str, value, expected: str) -> NoReturn:
     raise RunSetupError(f"config.{path}={value!r}: expected {expected}")
 
 
+def _fcn_bins(model: ml_collections.ConfigDict) -> int:
+    """Frequency rows left after the audio FCN's convolutions and (unpadded) pools."""
+    audio, bins = model.audio, model.frontend.n_bins
+    for i, kernel in enumerate(audio.kernels):
+        stride = audio.conv1_stride if i == 0 else 1
+        pad = audio.conv1_pad if i == 0 else kernel // 2
+        bins = (bins + 2 * pad - kernel) // stride + 1
+        if i in audio.pool_after:
+            bins = (bins - audio.pool_window) // audio.pool_stride + 1
+    return bins
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raises RunSetupError naming the first field whose value is outside its valid set or range.
 
@@ -186,6 +198,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if train.modality_dropout and model.fusion in ("audio", "video"):
         _fail("train.modality_dropout", train.modality_dropout,
               f"0 for a one-stream model (model.fusion={model.fusion!r})")
+    if model.fusion != "video" and _fcn_bins(model) < 1:
+        _fail("model.frontend.n_bins", model.frontend.n_bins,
+              "enough frequency bins for the audio FCN's strides and pools (none would be left "
+              "after its last pool)")
+    if train.init_from and not os.path.exists(train.init_from):
+        _fail("train.init_from", train.init_from, "an existing workdir or checkpoint directory")
     if model.audio.init_weights and not os.path.isdir(model.audio.init_weights):
         _fail("model.audio.init_weights", model.audio.init_weights,
               "a folder written by `python3 -m avfbp_jax.alexnet_convert`")

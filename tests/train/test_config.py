@@ -36,12 +36,25 @@ def test_presets_are_valid():
     ("data.frame_input", "fer", "data.frame_input='fer': expected 'crops' for "
                                 "model.video.encoder='cnn'"),
     ("data.crop_size", 48, r"data.crop_size=48: expected model.video.crop_size \(64\)"),
+    ("model.frontend.n_bins", 66, "n_bins=66: expected enough frequency bins"),
+    ("train.init_from", "/nonexistent/run", "init_from='/nonexistent/run': expected an existing"),
+    ("model.audio.init_weights", "/nonexistent/w", "init_weights='/nonexistent/w'"),
+    ("train.modality_dropout", 1.0, r"modality_dropout=1.0: expected in \[0, 1\)"),
+    ("data.face_detector", "dlib", "data.face_detector='dlib': expected one of 'haar', 'mtcnn'"),
+    ("data.marker_actor_side", "middle", "marker_actor_side='middle'"),
 ])
 def test_bad_values_name_the_field_and_the_valid_ones(field, value, match):
     config = tiny_config(**{field: value})
     with pytest.raises(RunSetupError, match=match) as e:
         validate(config)
     assert "\n" not in str(e.value)
+
+
+def test_the_fcn_needs_67_bins_and_modality_dropout_two_streams():
+    validate(tiny_config(**{"model.frontend.n_bins": 67}))  # one frequency row survives
+    with pytest.raises(RunSetupError, match="0 for a one-stream model"):
+        validate(tiny_config("audio", **{"train.modality_dropout": 0.3}))
+    validate(tiny_config("amfbp", **{"train.modality_dropout": 0.3}))
 
 
 def test_iemocap_test_session_is_a_session():
