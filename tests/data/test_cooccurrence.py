@@ -11,7 +11,7 @@ import pytest
 
 from avfbp_jax import cli
 from avfbp_jax.data import cooccurrence, synth_media, synthetic
-from avfbp_jax.train.main import load_config_file
+from avfbp_jax.train.experiment import load_config_file
 
 CLASSES = cooccurrence.CLASSES
 DRAWS = 4000  # clips per overlap class in the statistical tests (clip_info only: no media)
