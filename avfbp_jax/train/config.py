@@ -4,7 +4,6 @@ An experiment file composes `config.model` (models.config.model_config()), `conf
 (data.config.data_config()), `config.train` (train_config()) and `config.seed`.
 """
 
-import os
 from typing import NoReturn
 
 import ml_collections
@@ -202,11 +201,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("model.frontend.n_bins", model.frontend.n_bins,
               "enough frequency bins for the audio FCN's strides and pools (none would be left "
               "after its last pool)")
-    if train.init_from and not os.path.exists(train.init_from):
-        _fail("train.init_from", train.init_from, "an existing workdir or checkpoint directory")
-    if model.audio.init_weights and not os.path.isdir(model.audio.init_weights):
-        _fail("model.audio.init_weights", model.audio.init_weights,
-              "a folder written by `python3 -m avfbp_jax.alexnet_convert`")
     for path in ("train.frozen", "train.init_prefixes"):
         for prefix in _get(config, path):
             if prefix.split("/")[0] not in PARAM_GROUPS:

@@ -121,13 +121,20 @@ def _load_data(config: ml_collections.ConfigDict) -> tuple[FeatureCache, dict]:
 
 def _new_state(model: AVModel, tx, example: dict, config: ml_collections.ConfigDict,
                mesh: jax.sharding.Mesh) -> TrainState:
-    """A fresh train state; train.init_from and pretrained parts (the FER encoder) copied in."""
+    """A fresh train state; train.init_from and pretrained parts (the FER encoder, the audio
+    FCN's ImageNet init) copied in. A missing source is a RunSetupError (one line)."""
     state = create_train_state(model, tx, example, config.seed, mesh)
     params = state.params
     if config.train.init_from:
-        source, _ = checkpoint.load_for_inference(config.train.init_from)
+        try:
+            source, _ = checkpoint.load_for_inference(config.train.init_from)
+        except FileNotFoundError as e:
+            raise RunSetupError(f"config.train.init_from: {e}") from None
         params = copy_matching_params(params, source, tuple(config.train.init_prefixes))
-    params = load_pretrained(params, config.model)
+    try:
+        params = load_pretrained(params, config.model)
+    except FileNotFoundError as e:
+        raise RunSetupError(str(e)) from None
     if params is state.params:
         return state
     params = parallel.replicate(params, mesh)

@@ -37,8 +37,6 @@ def test_presets_are_valid():
                                 "model.video.encoder='cnn'"),
     ("data.crop_size", 48, r"data.crop_size=48: expected model.video.crop_size \(64\)"),
     ("model.frontend.n_bins", 66, "n_bins=66: expected enough frequency bins"),
-    ("train.init_from", "/nonexistent/run", "init_from='/nonexistent/run': expected an existing"),
-    ("model.audio.init_weights", "/nonexistent/w", "init_weights='/nonexistent/w'"),
     ("train.modality_dropout", 1.0, r"modality_dropout=1.0: expected in \[0, 1\)"),
     ("data.face_detector", "dlib", "data.face_detector='dlib': expected one of 'haar', 'mtcnn'"),
     ("data.marker_actor_side", "middle", "marker_actor_side='middle'"),

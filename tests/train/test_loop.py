@@ -12,8 +12,11 @@ import pytest
 from avfbp_jax import export
 from avfbp_jax.data.cache import read_index
 from avfbp_jax.train import checkpoint
+from avfbp_jax.train.config import RunSetupError
 from avfbp_jax.train.evaluation import evaluate_checkpoint
+from avfbp_jax.train.loop import train_and_evaluate
 from avfbp_jax.train.metric_writers import read_history
+from tests.train.conftest import tiny_run_config
 
 
 def test_workdir_outputs(uninterrupted):
@@ -141,3 +144,18 @@ def test_init_from_copies_and_freezes_the_audio_stream(runner, uninterrupted):
     fusion_same = [np.array_equal(x, y) for x, y in zip(
         jax.tree.leaves(source["fusion"]), jax.tree.leaves(params["fusion"]), strict=True)]
     assert not all(fusion_same)
+
+
+def test_missing_init_sources_are_one_line_errors(tiny_cache, tmp_path):
+    """A train.init_from or audio.init_weights that is not there stops the run with one line."""
+    config = tiny_run_config(tiny_cache, "audio")
+    config.train.init_from = str(tmp_path / "no_run")
+    with pytest.raises(RunSetupError, match=r"^config.train.init_from: .*no_run: neither a "
+                                            r"workdir") as e:
+        train_and_evaluate(config, str(tmp_path / "a"))
+    assert "\n" not in str(e.value)
+    config = tiny_run_config(tiny_cache, "audio")
+    config.model.audio.init_weights = str(tmp_path / "no_weights")
+    with pytest.raises(RunSetupError, match=r"no converted AlexNet weights in .*no_weights.*"
+                                            r"alexnet_convert"):
+        train_and_evaluate(config, str(tmp_path / "b"))
