@@ -54,6 +54,7 @@ import soundfile as sf
 
 from avfbp_jax import atomic, interrupt
 from avfbp_jax.data import cooccurrence
+from avfbp_jax.data.pool import process_map
 from avfbp_jax.data.synth_media import (
     FPS,
     FRAME_SIZE,
@@ -259,12 +260,8 @@ def write_corpus(
     jobs = [(out, task, seed, i, name, f"clip{i:05d}", cues) for i, name in enumerate(names)
             if not all((out / name / f"clip{i:05d}{ext}").exists() for ext in (".wav", ".avi"))]
     try:
-        if workers > 1 and len(jobs) > 1:
-            with interrupt.process_pool(min(workers, len(jobs))) as pool:
-                list(pool.imap_unordered(_make_clip, jobs))
-        else:
-            for job in jobs:
-                _make_clip(job)
+        with process_map(_make_clip, jobs, workers, ordered=False) as made:
+            list(made)
     except interrupt.Interrupted as e:
         done = sum((out / name / f"clip{i:05d}.avi").exists() for i, name in enumerate(names))
         raise e.with_message(f"interrupted with {done} of {clips} clips of {out} written; run the "
