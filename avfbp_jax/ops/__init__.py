@@ -1,6 +1,7 @@
 """Array-level building blocks: factorized bilinear pooling, LRN, masked pooling."""
 
-from avfbp_jax.ops.fbp import FBP, fbp, l2_normalize, signed_sqrt
+from avfbp_jax.ops.bilinear_common import l2_normalize, signed_sqrt
+from avfbp_jax.ops.fbp import FBP, fbp
 from avfbp_jax.ops.fbp_pallas import dropout_keep_mask, dropout_seed, fbp_pallas
 from avfbp_jax.ops.lrn import local_response_norm
 from avfbp_jax.ops.masking import (

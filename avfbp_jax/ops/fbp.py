@@ -33,35 +33,13 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-# Floor on |z| in the derivative of the signed square root: d sqrt(|z|) / dz = 0.5 / sqrt(|z|)
-# is unbounded at 0, so it is evaluated at max(|z|, floor) there (at most 5e5).
-SQRT_GRAD_FLOOR = 1e-12
-# Floor on the L2 norm (torch.nn.functional.normalize's eps, as in the original MFB code).
-NORM_FLOOR = 1e-12
-
-
-@jax.custom_jvp
-def signed_sqrt(z: jax.Array) -> jax.Array:
-    """sign(z) * sqrt(|z|), with a derivative that stays finite where z == 0."""
-    return jnp.sign(z) * jnp.sqrt(jnp.abs(z))
-
-
-def _signed_sqrt_slope(z: jax.Array) -> jax.Array:
-    """d signed_sqrt(z) / dz, evaluated at max(|z|, SQRT_GRAD_FLOOR)."""
-    return 0.5 * lax.rsqrt(jnp.maximum(jnp.abs(z), SQRT_GRAD_FLOOR))
-
-
-@signed_sqrt.defjvp
-def _signed_sqrt_jvp(primals, tangents):
-    (z,), (dz,) = primals, tangents
-    return signed_sqrt(z), dz * _signed_sqrt_slope(z)
-
-
-def l2_normalize(z: jax.Array, axis: int = -1, floor: float = NORM_FLOOR) -> jax.Array:
-    """z / max(||z||_2, floor) along `axis`; gradients stay finite for an all-zero row."""
-    sq = jnp.sum(jnp.square(z), axis=axis, keepdims=True)
-    # max() before sqrt: the sqrt is never evaluated at 0, so its gradient stays finite.
-    return z * lax.rsqrt(jnp.maximum(sq, floor * floor))
+from avfbp_jax.ops.bilinear_common import (
+    NORM_FLOOR,
+    shared_columns,
+    signed_sqrt,
+    signed_sqrt_slope,
+)
+from avfbp_jax.ops.fbp_pallas import fbp_pallas
 
 
 def _dot(a: jax.Array, b: jax.Array, contract: tuple[int, int]) -> jax.Array:
@@ -116,7 +94,7 @@ def _fbp_bwd(k, rate, res, g):
     # above its floor (below it r is a constant).
     gs = jnp.sum(g * s, axis=-1, keepdims=True)
     ds = r * g - jnp.where(sq > NORM_FLOOR * NORM_FLOOR, s * (r * r * r * gs), 0.0)
-    dz = ds * _signed_sqrt_slope(z)
+    dz = ds * signed_sqrt_slope(z)
     dp = jnp.broadcast_to(dz[:, :, None], (*dz.shape, k)).reshape(ax.shape)
     if keep is not None:
         dp = jnp.where(keep, dp / (1.0 - rate), 0.0)
@@ -140,15 +118,6 @@ def _fbp_2d(x, y, w_x, w_y, b_x, b_y, keep, k, rate):
 
 
 _fbp_2d.defvjp(_fbp_fwd, _fbp_bwd)
-
-
-def shared_columns(caller: str, w_x: jax.Array, w_y: jax.Array, k: int) -> int:
-    """k*o, the column count w_x and w_y must share; raises naming `caller` otherwise."""
-    ko = w_x.shape[-1]
-    if w_y.shape[-1] != ko or ko % k:
-        raise ValueError(f"{caller}: w_x {w_x.shape} and w_y {w_y.shape} must both have k*o "
-                         f"columns with k={k}")
-    return ko
 
 
 def fbp(
@@ -227,12 +196,9 @@ class FBP(nn.Module):
         rng = None
         if not deterministic and self.dropout_rate > 0.0:
             rng = self.make_rng("dropout")
-        if self.impl == "xla":
-            kernel = fbp
-        elif self.impl == "pallas":
-            # Imported here: ops.fbp_pallas imports this module.
-            from avfbp_jax.ops.fbp_pallas import fbp_pallas as kernel
-        else:
+        kernels = {"xla": fbp, "pallas": fbp_pallas}
+        if self.impl not in kernels:
             raise ValueError(f"FBP impl must be 'xla' or 'pallas', got {self.impl!r}")
+        kernel = kernels[self.impl]
         return kernel(x.astype(self.dtype), y.astype(self.dtype), w_x, w_y, b_x, b_y, k=self.k,
                       dropout_rate=self.dropout_rate, dropout_rng=rng)

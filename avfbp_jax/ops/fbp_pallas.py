@@ -51,7 +51,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
-from avfbp_jax.ops.fbp import l2_normalize, shared_columns, signed_sqrt
+from avfbp_jax.ops.bilinear_common import l2_normalize, shared_columns, signed_sqrt
 
 RESIDUALS = ("recompute", "keep")
 # Tile defaults for an H100/H200-class GPU. A (128 x 64) output tile with a 32-deep contraction

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from avfbp_jax.ops import dropout_keep_mask, dropout_seed, fbp, fbp_pallas
-from avfbp_jax.ops.fbp import l2_normalize, signed_sqrt
+from avfbp_jax.ops.bilinear_common import l2_normalize, signed_sqrt
 
 TRITON_CALL = "__gpu$xla.gpu.triton"
 

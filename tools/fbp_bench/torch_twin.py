@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from avfbp_jax.ops import fbp as fbp_kernel
-from avfbp_jax.ops.fbp import NORM_FLOOR, SQRT_GRAD_FLOOR
+from avfbp_jax.ops.bilinear_common import NORM_FLOOR, SQRT_GRAD_FLOOR
 from tools import bench_common as bc
 from tools.fbp_bench.inputs import KERNEL_ARGS, Entry, rotating
 from tools.fbp_bench.references import gemm_floor, torch_sync

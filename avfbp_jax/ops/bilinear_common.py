@@ -1,0 +1,48 @@
+"""What the bilinear pooling kernels share: signed square root, L2 normalisation, column check.
+
+`ops.fbp` (XLA), `ops.fbp_pallas` (fused) and the other members of the bilinear fusion family
+import these from here, so the kernels form a tree rather than importing each other.
+"""
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# Floor on |z| in the derivative of the signed square root: d sqrt(|z|) / dz = 0.5 / sqrt(|z|)
+# is unbounded at 0, so it is evaluated at max(|z|, floor) there (at most 5e5).
+SQRT_GRAD_FLOOR = 1e-12
+# Floor on the L2 norm (torch.nn.functional.normalize's eps, as in the original MFB code).
+NORM_FLOOR = 1e-12
+
+
+@jax.custom_jvp
+def signed_sqrt(z: jax.Array) -> jax.Array:
+    """sign(z) * sqrt(|z|), with a derivative that stays finite where z == 0."""
+    return jnp.sign(z) * jnp.sqrt(jnp.abs(z))
+
+
+def signed_sqrt_slope(z: jax.Array) -> jax.Array:
+    """d signed_sqrt(z) / dz, evaluated at max(|z|, SQRT_GRAD_FLOOR)."""
+    return 0.5 * lax.rsqrt(jnp.maximum(jnp.abs(z), SQRT_GRAD_FLOOR))
+
+
+@signed_sqrt.defjvp
+def _signed_sqrt_jvp(primals, tangents):
+    (z,), (dz,) = primals, tangents
+    return signed_sqrt(z), dz * signed_sqrt_slope(z)
+
+
+def l2_normalize(z: jax.Array, axis: int = -1, floor: float = NORM_FLOOR) -> jax.Array:
+    """z / max(||z||_2, floor) along `axis`; gradients stay finite for an all-zero row."""
+    sq = jnp.sum(jnp.square(z), axis=axis, keepdims=True)
+    # max() before sqrt: the sqrt is never evaluated at 0, so its gradient stays finite.
+    return z * lax.rsqrt(jnp.maximum(sq, floor * floor))
+
+
+def shared_columns(caller: str, w_x: jax.Array, w_y: jax.Array, k: int) -> int:
+    """k*o, the column count w_x and w_y must share; raises naming `caller` otherwise."""
+    ko = w_x.shape[-1]
+    if w_y.shape[-1] != ko or ko % k:
+        raise ValueError(f"{caller}: w_x {w_x.shape} and w_y {w_y.shape} must both have k*o "
+                         f"columns with k={k}")
+    return ko
