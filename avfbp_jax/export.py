@@ -1,7 +1,7 @@
 """Export a trained model as a self-describing inference bundle, and load one back.
 
-`avfbp export CHECKPOINT_OR_WORKDIR OUT_DIR` writes OUT_DIR (atomically: a temporary folder
-next to it, renamed when complete):
+`export_checkpoint` (the command `avfbp export CHECKPOINT_OR_WORKDIR OUT_DIR`) writes OUT_DIR
+(atomically: a temporary folder next to it, renamed when complete):
 
   bundle.json       format, model config, label names, preprocessing settings, input and output
                     names/shapes/dtypes, platforms, and the versions of the packages that made it
@@ -23,10 +23,8 @@ re-exported with other parameters without touching the function and the function
 code (this module imports them only inside the functions that export).
 """
 
-import argparse
 import json
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -292,36 +290,3 @@ def load_exported(directory: str) -> tuple[Callable[[Mapping[str, Any]], dict], 
         return call(params, inputs)
 
     return infer, metadata
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line.
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", metavar="CHECKPOINT_OR_WORKDIR",
-                        help="a training workdir (its best checkpoint) or one checkpoint step "
-                             "directory")
-    parser.add_argument("out_dir", metavar="OUT_DIR", help="the bundle folder to write")
-    parser.add_argument("--labels", help="comma-separated class names in label order (default: "
-                                         "those of the feature cache the run trained on)")
-    parser.add_argument("--platforms", default=",".join(DEFAULT_PLATFORMS),
-                        help="comma-separated jax.export platforms (default %(default)s)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing out_dir")
-
-
-def run(args: argparse.Namespace) -> int:
-    try:
-        labels = args.labels.split(",") if args.labels else None
-        metadata = export_checkpoint(args.checkpoint, args.out_dir, labels=labels,
-                                     platforms=tuple(args.platforms.split(",")),
-                                     overwrite=args.overwrite)
-    except (OSError, ValueError) as e:
-        print(f"avfbp export: error: {e}", file=sys.stderr)
-        return 1
-    size = sum(os.path.getsize(os.path.join(root, name))
-               for root, _, names in os.walk(args.out_dir) for name in names)
-    print(f"wrote {args.out_dir}: {len(metadata['labels'])} classes "
-          f"({', '.join(metadata['labels'])}), platforms {', '.join(metadata['platforms'])}, "
-          f"{size / 2**20:.1f} MiB")
-    return 0

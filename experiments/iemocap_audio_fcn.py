@@ -4,7 +4,7 @@
         --config.data.corpus_dir=/path/to/IEMOCAP_full_release
 
 Variant `torchvision`: the FCN in torchvision's AlexNet layout, started from its ImageNet weights
-(convert torchvision's cached .pth once with `python3 -m avfbp_jax.alexnet_convert`):
+(convert torchvision's cached .pth once with `python3 -m avfbp_jax.commands.alexnet_convert`):
     avfbp train --config experiments/iemocap_audio_fcn.py:torchvision \
         --workdir runs/iemocap_audio_imagenet --config.model.audio.init_weights=weights/alexnet \
         --config.data.corpus_dir=/path/to/IEMOCAP_full_release

@@ -14,7 +14,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from avfbp_jax import cli, export
+from avfbp_jax import export
+from avfbp_jax.commands import cli
 from avfbp_jax.data.cache import write_index
 from avfbp_jax.data.config import data_config
 from avfbp_jax.models.model import AVModel, example_batch

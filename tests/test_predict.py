@@ -8,7 +8,8 @@ import pytest
 from data.data_helpers import face_frames, tone, write_video, write_wav
 from test_export import LABELS, init_params, tiny_config
 
-from avfbp_jax import cli, export, predict
+from avfbp_jax import export, predict
+from avfbp_jax.commands import cli
 from avfbp_jax.data.faces import FaceCropper
 from avfbp_jax.data.prepare import load_clip
 

@@ -27,7 +27,7 @@ def data_config() -> ml_collections.ConfigDict:
     c.marker_actor_side = ""  # one of MARKER_ACTOR_SIDES
     # Face detector, one of FACE_DETECTORS: "haar" (OpenCV's frontal cascade, nothing
     # to convert) or "mtcnn" (the JAX MTCNN port: profile, small and cut-off faces too; convert its
-    # weights once with `python3 -m avfbp_jax.mtcnn_convert`).
+    # weights once with `python3 -m avfbp_jax.commands.mtcnn_convert`).
     c.face_detector = "haar"
     c.workers = 2  # prepare: processes decoding clips in parallel
     # What the loader feeds the video stream as frames: "crops" (uint8 face crops, for the

@@ -8,7 +8,7 @@ Two detectors, chosen by `data.face_detector` through `make_detector(name)`; eac
   OpenCV's DNN detector YuNet needs an ONNX file no wheel ships); hence setup.cfg pins
   opencv-python-headless>=4.9,<5. It finds frontal faces only.
 - "mtcnn": the JAX port of MTCNN (data/mtcnn.py; weights converted once by
-  `python3 -m avfbp_jax.mtcnn_convert`), which also finds profile, small and cut-off faces.
+  `python3 -m avfbp_jax.commands.mtcnn_convert`), which also finds profile, small and cut-off faces.
 Both run on the frame shrunk so its longer side is at most detect_size pixels (their cost grows
 with the area). Frames without a face are reported (found=False, zero crop) so the model masks
 them instead of dropping them, which would shift the frames against the audio.

@@ -4,7 +4,7 @@ MTCNN (Zhang et al. 2016, "Joint Face Detection and Alignment using Multi-task C
 Convolutional Networks") is a cascade of three small CNNs; `avfbp_jax.data.mtcnn` runs the
 detection pipeline around them. The weights are the Caffe-trained ones of the paper's release as
 converted by facenet (det1/2/3) and shipped, MIT-licensed, in the `mtcnn` 0.1.1 wheel;
-`python -m avfbp_jax.mtcnn_convert` turns them into an Orbax checkpoint.
+`python3 -m avfbp_jax.commands.mtcnn_convert` turns them into an Orbax checkpoint.
 
 The Caffe nets were trained on transposed images (MATLAB's column-major order puts x first), so
 the original pipeline transposes every image before its nets. The converter transposes the
@@ -35,7 +35,7 @@ from avfbp_jax import trees, weights
 
 WEIGHTS_ENV = "AVFBP_MTCNN_WEIGHTS"
 META_FILE = "mtcnn.json"
-CONVERT_COMMAND = "python -m avfbp_jax.mtcnn_convert"
+CONVERT_COMMAND = "python3 -m avfbp_jax.commands.mtcnn_convert"
 NETS = ("pnet", "rnet", "onet")
 CROP_SIZES = {"rnet": 24, "onet": 48}
 

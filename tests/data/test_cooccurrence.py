@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from avfbp_jax import cli
+from avfbp_jax.commands import cli
 from avfbp_jax.data import cooccurrence, synth_media, synthetic
 from avfbp_jax.train.experiment import load_config_file
 

@@ -3,8 +3,9 @@
 Always on: the converter on a synthetic weights file in mtcnn 0.1.1's layout, checked against an
 independent NumPy forward pass in the original's transposed-image convention; the pipeline's
 NMS, squaring, regression, crops and batching. With converted weights present (see
-`python -m avfbp_jax.mtcnn_convert`): the port against the original TensorFlow mtcnn's saved
-network outputs and detections (fixtures/mtcnn_reference.npz, made by make_mtcnn_fixture.py).
+`python3 -m avfbp_jax.commands.mtcnn_convert`): the port against the original TensorFlow
+mtcnn's saved network outputs and detections (fixtures/mtcnn_reference.npz, made by
+make_mtcnn_fixture.py).
 """
 
 import json
@@ -16,7 +17,8 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from avfbp_jax import mtcnn_convert, pinned_wheel
+from avfbp_jax import pinned_wheel
+from avfbp_jax.commands import mtcnn_convert
 from avfbp_jax.data import mtcnn, mtcnn_nets
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mtcnn_reference.npz"
@@ -151,7 +153,7 @@ def test_convert_checks_the_wheel_and_writes_loadable_weights(synthetic, tmp_pat
     assert mtcnn_convert.main(["--wheel", str(wheel), "--out", str(out)]) == 1
     assert "is not the pinned" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == [wheel.name]  # nothing written
-    with pytest.raises(FileNotFoundError, match="python -m avfbp_jax.mtcnn_convert"):
+    with pytest.raises(FileNotFoundError, match="python3 -m avfbp_jax.commands.mtcnn_convert"):
         mtcnn_nets.load_params(out)
     sha256 = pinned_wheel.sha256_of(npy)
     for _ in range(2):  # the second conversion replaces the first

@@ -16,7 +16,7 @@ from data_helpers import (
     write_wav,
 )
 
-from avfbp_jax import cli
+from avfbp_jax.commands import cli
 from avfbp_jax.data import cache as cache_lib
 from avfbp_jax.data import prepare as prepare_lib
 from avfbp_jax.data.batch import collate
@@ -217,7 +217,7 @@ def test_prepare_stores_fer_features(tmp_path, monkeypatch):
     them as frames with frame_input="fer", and they equal encoding the cached crops directly."""
     import jax
 
-    from avfbp_jax import fer_convert
+    from avfbp_jax.commands import fer_convert
     from avfbp_jax.models import fer
 
     crops0 = np.zeros((1, fer.INPUT_SIZE, fer.INPUT_SIZE), np.uint8)

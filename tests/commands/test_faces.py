@@ -1,4 +1,4 @@
-"""Tests of `avfbp faces` (avfbp_jax.fer_cli) on a real encoded video and a PNG image.
+"""Tests of `avfbp faces` (avfbp_jax.commands.faces) on a real encoded video and a PNG image.
 
 The FER port runs with randomly initialised weights written in the converter's format, so these
 tests need no download; they check the command's plumbing against direct calls of the pieces.
@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from avfbp_jax import cli, fer_convert
+from avfbp_jax.commands import cli, fer_convert
 from avfbp_jax.data.faces import FaceCropper, fer_crop
 from avfbp_jax.data.media import read_video
 from avfbp_jax.models import fer
@@ -118,4 +118,4 @@ def test_faces_pipeline_crop(setup):
 
 def test_faces_without_weights(tmp_path, capsys):
     assert cli.main(["faces", "x.avi", "--weights", str(tmp_path / "none")]) == 2
-    assert "python -m avfbp_jax.fer_convert" in capsys.readouterr().err
+    assert "python3 -m avfbp_jax.commands.fer_convert" in capsys.readouterr().err

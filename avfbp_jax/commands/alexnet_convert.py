@@ -1,7 +1,7 @@
 """Converts torchvision's ImageNet AlexNet weights into an init checkpoint for the audio FCN.
 
-  python3 -m avfbp_jax.alexnet_convert ~/.cache/torch/hub/checkpoints/alexnet-owt-7be5be79.pth \
-      --out weights/alexnet
+  python3 -m avfbp_jax.commands.alexnet_convert \
+      ~/.cache/torch/hub/checkpoints/alexnet-owt-7be5be79.pth --out weights/alexnet
 
 Reads the `.pth` that torchvision caches (a state_dict; reading it needs torch, nothing is
 downloaded), checks its layer names and shapes, and, when the file carries torchvision's published
@@ -61,7 +61,7 @@ def convert(pth: str | Path, out: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m avfbp_jax.alexnet_convert",
+    parser = argparse.ArgumentParser(prog="python3 -m avfbp_jax.commands.alexnet_convert",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("pth",
                         help=f"torchvision's AlexNet weights (e.g. {alexnet.PUBLISHED_FILE})")

@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     # Each process gets its own process group, so a terminal's Ctrl-C reaches only the launcher,
     # which passes every SIGINT / SIGTERM on to each process once.
     with interrupt.handling(forward):
-        procs.extend(subprocess.Popen([sys.executable, "-m", "avfbp_jax.cli", *command],
+        procs.extend(subprocess.Popen([sys.executable, "-m", "avfbp_jax.commands.cli", *command],
                                       env=process_env(args, port, i), process_group=0)
                      for i in range(args.num_processes))
         return wait_all(procs, args.grace)

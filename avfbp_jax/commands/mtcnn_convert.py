@@ -1,6 +1,6 @@
 """Converts the `mtcnn` wheel's P-, R- and O-Net weights into an Orbax checkpoint for the Flax port.
 
-  python -m avfbp_jax.mtcnn_convert [--out DIR] [--wheel mtcnn-0.1.1-py3-none-any.whl]
+  python3 -m avfbp_jax.commands.mtcnn_convert [--out DIR] [--wheel mtcnn-0.1.1-py3-none-any.whl]
 
 Without --wheel it runs `pip download --no-deps mtcnn==0.1.1` into a temporary folder, so none
 of mtcnn's dependencies (TensorFlow, Keras, OpenCV) are installed. Why 0.1.1: its weights file
@@ -108,7 +108,7 @@ def convert(out: str | os.PathLike | None = None, wheel: str | os.PathLike | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m avfbp_jax.mtcnn_convert",
+    parser = argparse.ArgumentParser(prog="python3 -m avfbp_jax.commands.mtcnn_convert",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None, help=f"output dir (default: "
                         f"${mtcnn_nets.WEIGHTS_ENV} or ~/.cache/avfbp-jax/mtcnn)")

@@ -15,14 +15,15 @@ from avfbp_jax import interrupt
 
 # name -> (module, one-line help)
 COMMANDS = {
-    "synth": ("avfbp_jax.data.synthetic", "write the embedded synthetic audio-visual corpus"),
-    "prepare": ("avfbp_jax.prepare_cli", "decode a corpus into a feature cache"),
-    "train": ("avfbp_jax.train.main", "train a model from an experiment config"),
-    "evaluate": ("avfbp_jax.train.evaluate", "evaluate a checkpoint"),
-    "export": ("avfbp_jax.export", "export a checkpoint as a self-describing inference bundle"),
-    "predict": ("avfbp_jax.predict", "per-class probabilities for media files"),
-    "faces": ("avfbp_jax.fer_cli", "per-frame facial-expression probabilities (FER port)"),
-    "launch": ("avfbp_jax.launch", "start N local processes of one multi-process run"),
+    "synth": ("avfbp_jax.commands.synth", "write the embedded synthetic audio-visual corpus"),
+    "prepare": ("avfbp_jax.commands.prepare", "decode a corpus into a feature cache"),
+    "train": ("avfbp_jax.commands.train", "train a model from an experiment config"),
+    "evaluate": ("avfbp_jax.commands.evaluate", "evaluate a checkpoint"),
+    "export": ("avfbp_jax.commands.export",
+               "export a checkpoint as a self-describing inference bundle"),
+    "predict": ("avfbp_jax.commands.predict", "per-class probabilities for media files"),
+    "faces": ("avfbp_jax.commands.faces", "per-frame facial-expression probabilities (FER port)"),
+    "launch": ("avfbp_jax.commands.launch", "start N local processes of one multi-process run"),
 }
 
 

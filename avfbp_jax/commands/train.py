@@ -9,18 +9,12 @@ and writes their mean and spread to DIR/folds.json.
 """
 
 import argparse
-import os
 import sys
 
-import ml_collections
-import numpy as np
-
-from avfbp_jax.train import report
 from avfbp_jax.train.config import RunSetupError, validate
 from avfbp_jax.train.experiment import apply_overrides, load_config_file
 
-NUM_FOLDS = 5
-TAKES_CONFIG_OVERRIDES = True  # cli.py passes the arguments it does not know as args.extra
+TAKES_CONFIG_OVERRIDES = True  # commands.cli passes the arguments it does not know as args.extra
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,16 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "VALUE, e.g. --config.train.num_steps=500 (ml_collections.config_flags).")
 
 
-def aggregate_folds(results: list[dict]) -> dict:
-    """Mean and standard deviation of WA, UA and macro-F1 over folds' test results."""
-    out = {"folds": results}
-    for key in ("wa", "ua", "macro_f1"):
-        values = np.array([r["test"][key] for r in results])
-        out[key] = {"mean": float(values.mean()), "std": float(values.std()),
-                    "per_fold": values.tolist()}
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         config = load_config_file(args.config)
@@ -55,22 +39,15 @@ def run(args: argparse.Namespace) -> int:
 
     import jax
 
+    from avfbp_jax.train.folds import train_all_folds
     from avfbp_jax.train.loop import NonFiniteLossError, train_and_evaluate
 
     try:
         if not args.all_folds:
             train_and_evaluate(config, args.workdir)
             return 0
-        results = []
-        for fold in range(1, NUM_FOLDS + 1):
-            fold_config = ml_collections.ConfigDict(config.to_dict())
-            fold_config.data.test_session = fold
-            print(f"=== fold {fold}/{NUM_FOLDS}: test session {fold} ===", flush=True)
-            fold_dir = os.path.join(args.workdir, f"fold{fold}")
-            results.append(train_and_evaluate(fold_config, fold_dir))
-        summary = aggregate_folds(results)
+        summary = train_all_folds(config, args.workdir)
         if jax.process_index() == 0:
-            report.write_json(os.path.join(args.workdir, "folds.json"), summary)
             print("leave-one-session-out: " + ", ".join(
                 f"{k.upper()} {100 * summary[k]['mean']:.2f} +- {100 * summary[k]['std']:.2f}"
                 for k in ("wa", "ua", "macro_f1")))

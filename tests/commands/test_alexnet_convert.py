@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from avfbp_jax import alexnet_convert
+from avfbp_jax.commands import alexnet_convert
 from avfbp_jax.models import alexnet
 from avfbp_jax.models.audio import AudioFCN
 from avfbp_jax.models.config import model_config, torchvision_alexnet
@@ -117,7 +117,7 @@ def test_wrong_layers_are_named(tmp_path):
 
 
 def test_command_reports_a_missing_file_in_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "avfbp_jax.alexnet_convert",
+    result = subprocess.run([sys.executable, "-m", "avfbp_jax.commands.alexnet_convert",
                              str(tmp_path / "none.pth"), "--out", str(tmp_path / "o")],
                             capture_output=True, text=True)
     assert result.returncode == 1

@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from avfbp_jax import cli
-from avfbp_jax.train.main import aggregate_folds
+from avfbp_jax.commands import cli
+from avfbp_jax.train.folds import aggregate_folds
 from tests.train.conftest import REPO
 
 SYNTHETIC = os.path.join(REPO, "experiments", "synthetic.py")
