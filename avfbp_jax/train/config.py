@@ -50,6 +50,7 @@ def train_config() -> ml_collections.ConfigDict:
     # Per clip, the probability of removing its audio or its faces (one of the two, equally
     # likely) for the step, so a fused model learns to predict from either stream alone.
     c.modality_dropout = 0.0
+    c.modality_dropout_start = 0  # the step from which modality dropout applies (0: from the start)
     # Loop.
     c.batch_size = 32  # global batch, split over the "data" mesh axis
     c.eval_batch_size = 64
@@ -132,6 +133,7 @@ RANGES = {
     "train.step_factor": _AT_LEAST_0,
     "train.label_smoothing": _FRACTION,
     "train.modality_dropout": _FRACTION,
+    "train.modality_dropout_start": _AT_LEAST_0,
     "model.audio.conv1_pad": _AT_LEAST_0,
     "train.batch_size": _AT_LEAST_1,
     "train.eval_batch_size": _AT_LEAST_1,
@@ -197,6 +199,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if train.modality_dropout and model.fusion in ("audio", "video"):
         _fail("train.modality_dropout", train.modality_dropout,
               f"0 for a one-stream model (model.fusion={model.fusion!r})")
+    if train.modality_dropout and train.modality_dropout_start >= train.num_steps:
+        _fail("train.modality_dropout_start", train.modality_dropout_start,
+              f"a step before train.num_steps ({train.num_steps}), or modality dropout never "
+              "applies")
     if model.fusion != "video" and _fcn_bins(model) < 1:
         _fail("model.frontend.n_bins", model.frontend.n_bins,
               "enough frequency bins for the audio FCN's strides and pools (none would be left "

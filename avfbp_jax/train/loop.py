@@ -195,7 +195,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str) -> Run:
             loader=loader, checkpointer=checkpointer, state=state, abstract_state=abstract_state,
             train_step=CompiledStep(make_train_step(
                 model, tx, schedule, mesh, seed=config.seed, label_smoothing=tc.label_smoothing,
-                modality_dropout=tc.modality_dropout)),
+                modality_dropout=tc.modality_dropout,
+                modality_dropout_start=tc.modality_dropout_start)),
             eval_step=make_eval_step(model, mesh),
             meter=perf.ThroughputMeter(tc.batch_size, *perf.peak_tflops(
                 mesh.devices.flat[0], config.model.dtype, tc.peak_tflops)),

@@ -13,8 +13,9 @@ import numpy as np
 MODALITIES = ("audio", "faces")
 
 
-def drop_modalities(batch: dict, rng: jax.Array, rate: float) -> dict:
-    """Per clip, with probability `rate`, removes its audio or its faces (equally likely).
+def drop_modalities(batch: dict, rng: jax.Array, rate: float | jax.Array) -> dict:
+    """Per clip, with probability `rate` (a traced scalar too), removes its audio or its faces
+    (equally likely).
 
     A clip never loses its last modality: audio is only removed where a face is present, faces
     only where audio is.

@@ -46,19 +46,22 @@ def make_train_step(
     seed: int,
     label_smoothing: float,
     modality_dropout: float = 0.0,
+    modality_dropout_start: int = 0,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """Returns step(state, batch) -> (state, metrics), jitted with shardings; state is donated.
 
     Dropout randomness for step s is fold_in(key(seed), s), so a resumed run draws the same
     masks as an uninterrupted one; so does modality dropout (train.modality_dropout: per clip,
-    its audio or its faces removed through the masks, see train.modality_dropout).
+    its audio or its faces removed through the masks, see train.modality_dropout), applied from
+    step `modality_dropout_start` on.
     """
     dropout_key = jax.random.fold_in(jax.random.key(seed), 1)
 
     def step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
         rng = jax.random.fold_in(dropout_key, state.step)
         if modality_dropout > 0:
-            batch = drop_modalities(batch, jax.random.fold_in(rng, 1), modality_dropout)
+            rate = jnp.where(state.step >= modality_dropout_start, modality_dropout, 0.0)
+            batch = drop_modalities(batch, jax.random.fold_in(rng, 1), rate)
 
         def loss_fn(params):
             logits, _ = model.apply(

@@ -53,6 +53,13 @@ def test_the_fcn_needs_67_bins_and_modality_dropout_two_streams():
     with pytest.raises(RunSetupError, match="0 for a one-stream model"):
         validate(tiny_config("audio", **{"train.modality_dropout": 0.3}))
     validate(tiny_config("amfbp", **{"train.modality_dropout": 0.3}))
+    steps = tiny_config().train.num_steps
+    validate(tiny_config(**{"train.modality_dropout": 0.3,
+                            "train.modality_dropout_start": steps - 1}))
+    with pytest.raises(RunSetupError, match=f"modality_dropout_start={steps}: expected a step "
+                                            f"before train.num_steps"):
+        validate(tiny_config(**{"train.modality_dropout": 0.3,
+                                "train.modality_dropout_start": steps}))
 
 
 def test_iemocap_test_session_is_a_session():

@@ -127,6 +127,27 @@ def test_modality_dropout_is_the_step_on_the_masked_batch():
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
 
 
+def test_modality_dropout_starts_at_its_step():
+    """With train.modality_dropout_start = 1 the first step is the plain step and the second the
+    step on drop_modalities(batch) with that step's key."""
+    cfg, tcfg = tiny_model_config("amfbp"), tiny_train_config()
+    mesh = parallel.make_mesh(1)
+    batches = _batches(cfg, 2)
+    model, schedule = AVModel(config=cfg), optimizer.make_schedule(tcfg)
+    tx = optimizer.make_optimizer(tcfg, schedule)
+    late = make_train_step(model, tx, schedule, mesh, seed=0, label_smoothing=tcfg.label_smoothing,
+                           modality_dropout=0.5, modality_dropout_start=1)
+    s1, l1 = _run(cfg, tcfg, mesh, batches, late)
+    key = jax.random.fold_in(jax.random.key(0), 1)
+    masked = jax.device_get(drop_modalities(batches[1], jax.random.fold_in(
+        jax.random.fold_in(key, 1), 1), 0.5))
+    assert np.any(masked["audio_len"] != batches[1]["audio_len"])
+    s2, l2 = _run(cfg, tcfg, mesh, [batches[0], masked])
+    np.testing.assert_allclose(l1, l2, rtol=1e-6)
+    for x, y in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
+
+
 def test_frozen_prefix_keeps_params_and_others_move():
     cfg, tcfg = tiny_model_config("audio"), tiny_train_config()
     tcfg.frozen = ("audio",)
