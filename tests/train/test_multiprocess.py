@@ -14,7 +14,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from avfbp_jax import export, launch
+from avfbp_jax import export
+from avfbp_jax.commands import launch
 from avfbp_jax.train import checkpoint
 from avfbp_jax.train.evaluation import evaluate_checkpoint
 from avfbp_jax.train.metric_writers import read_history
