@@ -1,8 +1,11 @@
-"""What the bilinear pooling kernels share: signed square root, L2 normalisation, column check.
+"""What the bilinear pooling kernels share: signed square root, L2 normalisation, column check,
+torch.nn.Linear's initialisation.
 
 `ops.fbp` (XLA), `ops.fbp_pallas` (fused) and the other members of the bilinear fusion family
 import these from here, so the kernels form a tree rather than importing each other.
 """
+
+import math
 
 import jax
 import jax.numpy as jnp
@@ -46,3 +49,18 @@ def shared_columns(caller: str, w_x: jax.Array, w_y: jax.Array, k: int) -> int:
         raise ValueError(f"{caller}: w_x {w_x.shape} and w_y {w_y.shape} must both have k*o "
                          f"columns with k={k}")
     return ko
+
+
+def torch_linear_init(fan_in: int):
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): torch.nn.Linear's initialisation of its bias and (by
+    kaiming_uniform with a = sqrt(5)) of its weight, as in the MFB and block.bootstrap code.
+
+    Non-zero FBP biases matter: with zero biases a per-example scale on x or y factors out of
+    the product and is cancelled by the L2 normalisation.
+    """
+    bound = 1.0 / math.sqrt(max(fan_in, 1))
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init

@@ -26,7 +26,6 @@ normalisation. Callers build on this one kernel rather than a variant of it.
 """
 
 import functools
-import math
 
 import flax.linen as nn
 import jax
@@ -38,6 +37,7 @@ from avfbp_jax.ops.bilinear_common import (
     shared_columns,
     signed_sqrt,
     signed_sqrt_slope,
+    torch_linear_init,
 )
 from avfbp_jax.ops.fbp_pallas import fbp_pallas
 
@@ -149,20 +149,6 @@ def fbp(
     return z.reshape(*lead, ko // k).astype(jnp.result_type(x.dtype, y.dtype))
 
 
-def torch_linear_bias_init(fan_in: int):
-    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)), torch.nn.Linear's bias init (as in the MFB code).
-
-    Non-zero biases matter here: with zero biases a per-example scale on x or y factors out of
-    the product and is cancelled by the L2 normalisation.
-    """
-    bound = 1.0 / math.sqrt(max(fan_in, 1))
-
-    def init(key, shape, dtype=jnp.float32):
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-    return init
-
-
 class FBP(nn.Module):
     """Linen wrapper of `fbp`: owns W_x, W_y (lecun normal) and b_x, b_y (torch-style uniform).
 
@@ -170,7 +156,7 @@ class FBP(nn.Module):
       k: factor (entries summed per output).
       o: output size.
       dropout_rate: dropout on the product, active when `deterministic=False`.
-      use_bias: projection biases (keep on for AG-FBP, see `torch_linear_bias_init`).
+      use_bias: projection biases (keep on for AG-FBP, see `bilinear_common.torch_linear_init`).
       dtype: compute dtype of the projections (parameters stay float32).
       impl: "xla" (`fbp`) or "pallas" (`ops.fbp_pallas.fbp_pallas`, the fused kernel; its
         dropout mask is a hash, not jax.random). Same parameters, same function.
@@ -191,8 +177,8 @@ class FBP(nn.Module):
         w_y = self.param("w_y", nn.initializers.lecun_normal(), (n, ko), jnp.float32)
         b_x = b_y = None
         if self.use_bias:
-            b_x = self.param("b_x", torch_linear_bias_init(m), (ko,), jnp.float32)
-            b_y = self.param("b_y", torch_linear_bias_init(n), (ko,), jnp.float32)
+            b_x = self.param("b_x", torch_linear_init(m), (ko,), jnp.float32)
+            b_y = self.param("b_y", torch_linear_init(n), (ko,), jnp.float32)
         rng = None
         if not deterministic and self.dropout_rate > 0.0:
             rng = self.make_rng("dropout")
