@@ -11,8 +11,9 @@ eight classes say which ones and whether they overlap in time.
 Variants: "streams" trains both streams with late fusion (900 steps, the one run over the
 budget below), and every other variant starts its audio and video streams from that run
 (runs/cooc/streams-s0, which must exist) and trains the whole model for 300 steps: the seven
-fusion types (audio, video, concat, late, gfbp, agfbp, amfbp) and amfbp-t1, -t2, -t3, -t5 (AM-FBP
-with 1, 2, 3 and 5 trunks; amfbp has the default 3). The heads are compared on streams that
+fusion types and wrapper variants of experiments/synthetic.py (audio, video, concat, late, gfbp,
+agfbp, amfbp, the family's global heads mfh ... lmf, ag-X and am-X) and amfbp-t1, -t2, -t3, -t5
+(AM-FBP with 1, 2, 3 and 5 trunks; amfbp has the default 3). The heads are compared on streams that
 already see their events: from scratch in 300 steps the face CNN does not (it needs about
 7000 clips, 450 steps of 16, before it tells a smile from a frown in 15-25% of the frames), and
 the trunk level cannot fuse events that one stream does not see (README).
@@ -28,11 +29,11 @@ audio width 0.125 (12-32-48-48-32 channels), batch 16, one evaluation at the end
 import ml_collections
 
 from avfbp_jax.data import cooccurrence
-from avfbp_jax.train.presets import synthetic_config
+from avfbp_jax.train.presets import FUSION_VARIANTS, synthetic_config
 
 STREAMS_RUN = "runs/cooc/streams-s0"  # the "streams" variant's run that the others start from
 TRUNKS = {"amfbp-t1": 1, "amfbp-t2": 2, "amfbp-t3": 3, "amfbp-t5": 5}
-VARIANTS = ("streams", "audio", "video", "concat", "late", "gfbp", "agfbp", "amfbp", *TRUNKS)
+VARIANTS = ("streams", *FUSION_VARIANTS, *TRUNKS)
 
 
 def get_config(variant: str = "amfbp") -> ml_collections.ConfigDict:

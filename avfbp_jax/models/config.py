@@ -6,13 +6,45 @@ keep the brief's default.
 
 import ml_collections
 
-FUSION_TYPES = ("audio", "video", "concat", "late", "gfbp", "agfbp", "amfbp")
+# The bilinear fusion family: FBP (this paper's op) and the members it is compared with.
+FUSION_OPS = ("fbp", "mfh", "mlb", "mutan", "tucker", "block", "mcb", "tfn", "lmf")
+# The constructions that wrap an op (model.fusion_op): adaptive, and adaptive multi-level.
+ADAPTIVE_FUSIONS = ("agfbp", "amfbp")
+# Fusion heads: single streams, concat, late, global FBP, the two wrappers, and every other
+# member of the family as a global head.
+FUSION_TYPES = ("audio", "video", "concat", "late", "gfbp", *ADAPTIVE_FUSIONS, *FUSION_OPS[1:])
 FBP_IMPLS = ("xla", "pallas")
 DTYPES = ("float32", "bfloat16")
 AUDIO_ATTENTIONS = ("1d", "2d")
 VIDEO_ENCODERS = ("cnn", "fer", "identity")
 VIDEO_ATTENTIONS = ("sigmoid", "softmax")
 PARAM_GROUPS = ("audio", "video", "fusion")  # AVModel's top-level parameter subtrees
+
+
+def fusion_ops_config(output_dim: int = 1000) -> ml_collections.ConfigDict:
+    """model.fusion_ops: the settings of every family member but FBP, by name (FUSION_OPS).
+
+    Each group holds its module's constructor arguments at the defaults of its reference
+    implementation (block.bootstrap.pytorch's fusions for MFH, MLB, MUTAN, Tucker, BLOCK and MCB;
+    the authors' code for TFN and LMF; see each module in avfbp_jax/ops). output_dim, which the
+    references leave to the task, is FBP's o of the paper-sized model (chosen).
+    """
+    block_style = dict(normalize=False, dropout_input=0.0, dropout_pre_lin=0.0,
+                       dropout_output=0.0)
+    return ml_collections.ConfigDict({
+        "mfh": dict(output_dim=output_dim, mm_dim=1200, factor=2, activ_input="relu",
+                    activ_output="relu", **block_style),
+        "mlb": dict(output_dim=output_dim, mm_dim=1200, activ_input="relu",
+                    activ_output="relu", **block_style),
+        "mutan": dict(output_dim=output_dim, mm_dim=1600, rank=15, shared=False, **block_style),
+        "tucker": dict(output_dim=output_dim, mm_dim=1600, **block_style),
+        "block": dict(output_dim=output_dim, mm_dim=1600, chunks=20, rank=15, shared=False,
+                      dropout_input=0.0, dropout_pre_lin=0.0, dropout_output=0.0,
+                      pos_norm="before_cat"),
+        "mcb": dict(output_dim=output_dim, mm_dim=16000, activ_output="relu", dropout_output=0.0),
+        "tfn": dict(output_dim=output_dim, post_fusion_dim=32, post_fusion_dropout=0.3),
+        "lmf": dict(output_dim=output_dim, rank=4),
+    })
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -75,6 +107,12 @@ def model_config() -> ml_collections.ConfigDict:
     # fused kernel of ops.fbp_pallas: Triton on a GPU, interpret mode, slow, on a CPU). Same
     # parameters and function; only the dropout masks differ (a hash instead of jax.random).
     c.fbp_impl = "xla"
+    # The op inside agfbp / amfbp (one of FUSION_OPS): "fbp" is the paper's AG-FBP / AM-FBP,
+    # another member makes AG-X / AM-X with the same weighting MLP and trunks.
+    c.fusion_op = "fbp"
+    # Each other member's settings (its module's constructor arguments), at the sizes of its
+    # reference implementation; used by fusion=<member> and by fusion_op=<member>.
+    c.fusion_ops = fusion_ops_config()
     c.adaptive_hidden = 128  # MLP producing the AG-FBP modality weights (chosen)
     c.num_trunks = 3  # AM-FBP intra-trunk segments (chosen)
     c.head_hidden = 256  # MLP width of the concat head
@@ -99,6 +137,11 @@ def tiny_model_config(fusion: str = "amfbp", **overrides) -> ml_collections.Conf
     c.fbp_o = 8
     c.adaptive_hidden = 8
     c.head_hidden = 8
+    c.fusion_ops = fusion_ops_config(output_dim=8)
+    c.fusion_ops.update_from_flattened_dict({
+        "mfh.mm_dim": 8, "mlb.mm_dim": 8, "mutan.mm_dim": 8, "mutan.rank": 2,
+        "tucker.mm_dim": 8, "block.mm_dim": 8, "block.chunks": 2, "block.rank": 2,
+        "mcb.mm_dim": 16, "tfn.post_fusion_dim": 8, "lmf.rank": 2})
     c.update_from_flattened_dict(overrides)
     return c
 

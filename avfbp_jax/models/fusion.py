@@ -1,7 +1,10 @@
 """The fusion family (design brief section 2.5): heads over the two streams' attended sequences.
 
 `FusionHead` turns the audio and video AttendedSequences into logits plus an aux dict; the
-config field `fusion` selects one of FUSION_TYPES. All FBP variants use the one kernel in
+config field `fusion` selects one of FUSION_TYPES: single streams, concat, late, a global
+bilinear head (gfbp, or a member of the family: mfh, mlb, ...) or the adaptive (agfbp) and
+adaptive multi-level (amfbp) constructions, which wrap the bilinear op `fusion_op` (FBP by
+default, so "AM-MUTAN" is amfbp with fusion_op "mutan"). All FBP variants use the one kernel in
 avfbp_jax.ops.fbp.
 """
 
@@ -10,33 +13,58 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from avfbp_jax.models.config import FBP_IMPLS, FUSION_TYPES
+from avfbp_jax.models.config import ADAPTIVE_FUSIONS, FBP_IMPLS, FUSION_OPS, FUSION_TYPES
 from avfbp_jax.ops.fbp import FBP
 from avfbp_jax.ops.masking import AttendedSequence, attention_pool, trunk_masks
 
+# The family's members other than FBP, by name (FUSION_OPS).
+FAMILY: dict[str, type[nn.Module]] = {}
 
-class AdaptiveFBP(nn.Module):
-    """AG-FBP: (w_a, w_v) = softmax(MLP([c_a; c_v])), then FBP(w_a * c_a, w_v * c_v).
 
-    Scaling the inputs scales the projections x W but not the biases b, which is what keeps the
-    weights from being cancelled by FBP's L2 normalisation. Works on any leading shape.
-    Returns (z [..., o], weights [..., 2]).
+def fusion_op(cfg: ml_collections.ConfigDict, op: str, dtype: jnp.dtype, name: str) -> nn.Module:
+    """The bilinear fusion `op` (one of FUSION_OPS) of a model config, as a module named `name`.
+
+    "fbp" reads fbp_k, fbp_o, fbp_dropout and fbp_impl; every other member reads its own group
+    model.fusion_ops.<op>, whose fields are the module's constructor arguments.
+    """
+    if op == "fbp":
+        return FBP(cfg.fbp_k, cfg.fbp_o, cfg.fbp_dropout, dtype=dtype, impl=cfg.fbp_impl,
+                   name=name)
+    return FAMILY[op](**cfg.fusion_ops[op].to_dict(), dtype=dtype, name=name)
+
+
+def output_scale(cfg: ml_collections.ConfigDict, op: str) -> float:
+    """What the op's output is multiplied by before the classifier.
+
+    FBP outputs have unit L2 norm, entries ~1/sqrt(o); times sqrt(o) they reach the classifier at
+    unit RMS like the other heads' inputs (chosen: otherwise the classifier spends its first
+    steps growing its weights before the logits leave chance). The other members' outputs are
+    not normalised (as their reference libraries define them) and pass unscaled.
+    """
+    return cfg.fbp_o ** 0.5 if op == "fbp" else 1.0
+
+
+class Adaptive(nn.Module):
+    """AG-FBP's construction around any fusion op: (w_a, w_v) = softmax(MLP([c_a; c_v])), then
+    op(w_a * c_a, w_v * c_v).
+
+    For FBP, scaling the inputs scales the projections x W but not the biases b, which is what
+    keeps the weights from being cancelled by its L2 normalisation. Works on any leading shape.
+    Returns (z [..., op output], weights [..., 2]).
     """
 
-    k: int
-    o: int
-    hidden: int
-    dropout_rate: float
-    dtype: jnp.dtype = jnp.float32
-    impl: str = "xla"  # FBP.impl
+    config: ml_collections.ConfigDict  # the whole model config
+    op: str = "fbp"  # one of FUSION_OPS; its module is named after it ("fbp" as in AG-FBP)
 
     @nn.compact
     def __call__(self, c_a: jax.Array, c_v: jax.Array, *, deterministic: bool = True):
+        cfg = self.config
+        dtype = jnp.dtype(cfg.dtype)
         h = jnp.concatenate([c_a, c_v], axis=-1)
-        h = jnp.tanh(nn.Dense(self.hidden, dtype=self.dtype, name="weights_hidden")(h))
-        logits = nn.Dense(2, dtype=self.dtype, name="weights_out")(h).astype(jnp.float32)
+        h = jnp.tanh(nn.Dense(cfg.adaptive_hidden, dtype=dtype, name="weights_hidden")(h))
+        logits = nn.Dense(2, dtype=dtype, name="weights_out")(h).astype(jnp.float32)
         weights = jax.nn.softmax(logits, axis=-1)
-        z = FBP(self.k, self.o, self.dropout_rate, dtype=self.dtype, impl=self.impl, name="fbp")(
+        z = fusion_op(cfg, self.op, dtype, name=self.op)(
             c_a * weights[..., :1], c_v * weights[..., 1:], deterministic=deterministic)
         return z, weights
 
@@ -61,6 +89,8 @@ class FusionHead(nn.Module):
             raise ValueError(f"fusion must be one of {FUSION_TYPES}, got {cfg.fusion!r}")
         if cfg.fbp_impl not in FBP_IMPLS:
             raise ValueError(f"model.fbp_impl must be one of {FBP_IMPLS}, got {cfg.fbp_impl!r}")
+        if cfg.fusion_op not in FUSION_OPS:
+            raise ValueError(f"model.fusion_op must be one of {FUSION_OPS}, got {cfg.fusion_op!r}")
         aux = {}
         c_a = c_v = None
         if audio is not None:
@@ -73,13 +103,6 @@ class FusionHead(nn.Module):
             x = nn.Dropout(cfg.head_dropout, deterministic=not train)(x)
             return nn.Dense(cfg.num_classes, dtype=dtype, name=name)(x)
 
-        # FBP outputs have unit L2 norm, entries ~1/sqrt(o); times sqrt(o) they reach the
-        # classifier at unit RMS like the other heads' inputs (chosen: otherwise the classifier
-        # spends its first steps growing its weights before the logits leave chance).
-        fbp_scale = cfg.fbp_o ** 0.5
-        fbp_args = dict(k=cfg.fbp_k, o=cfg.fbp_o, dropout_rate=cfg.fbp_dropout, dtype=dtype,
-                        impl=cfg.fbp_impl)
-        adaptive_args = dict(fbp_args, hidden=cfg.adaptive_hidden)
         if cfg.fusion == "audio":
             logits = classifier(c_a)
         elif cfg.fusion == "video":
@@ -91,22 +114,22 @@ class FusionHead(nn.Module):
             h = nn.relu(nn.Dense(cfg.head_hidden, dtype=dtype, name="hidden")(
                 jnp.concatenate([c_a, c_v], axis=-1)))
             logits = classifier(h)
-        elif cfg.fusion == "gfbp":
-            z = FBP(**fbp_args, name="fbp")(c_a, c_v, deterministic=not train)
-            logits = classifier(fbp_scale * z)
-        elif cfg.fusion == "agfbp":
-            z, aux["modality_weights"] = AdaptiveFBP(**adaptive_args, name="agfbp")(
+        elif cfg.fusion in ADAPTIVE_FUSIONS:
+            op = cfg.fusion_op
+            z, aux["modality_weights"] = Adaptive(cfg, op, name="agfbp")(
                 c_a, c_v, deterministic=not train)
-            logits = classifier(fbp_scale * z)
-        else:  # amfbp
-            z, aux["modality_weights"] = AdaptiveFBP(**adaptive_args, name="agfbp")(
-                c_a, c_v, deterministic=not train)
-            z_trunks, aux["trunk_modality_weights"], aux["trunk_has_data"] = self.trunks(
-                audio, video, AdaptiveFBP(**adaptive_args, name="trunk_agfbp"), train)
-            logits = classifier(fbp_scale * jnp.concatenate([z, z_trunks], axis=-1))
+            if cfg.fusion == "amfbp":
+                z_trunks, aux["trunk_modality_weights"], aux["trunk_has_data"] = self.trunks(
+                    audio, video, Adaptive(cfg, op, name="trunk_agfbp"), train)
+                z = jnp.concatenate([z, z_trunks], axis=-1)
+            logits = classifier(output_scale(cfg, op) * z)
+        else:  # a global bilinear head: gfbp or a member of the family
+            op = "fbp" if cfg.fusion == "gfbp" else cfg.fusion
+            z = fusion_op(cfg, op, dtype, name=op)(c_a, c_v, deterministic=not train)
+            logits = classifier(output_scale(cfg, op) * z)
         return logits.astype(jnp.float32), aux
 
-    def trunks(self, audio, video, adaptive: AdaptiveFBP, train: bool):
+    def trunks(self, audio, video, adaptive: Adaptive, train: bool):
         """AM-FBP intra-trunk level: mean over non-empty trunks of AG-FBP of trunk-pooled streams.
 
         Both streams are split into the same N trunks of their valid time axes and re-pooled with

@@ -11,9 +11,11 @@ import ml_collections
 from avfbp_jax.data.cache import FRAME_INPUTS
 from avfbp_jax.data.config import CORPUS_KINDS, FACE_DETECTORS, MARKER_ACTOR_SIDES
 from avfbp_jax.models.config import (
+    ADAPTIVE_FUSIONS,
     AUDIO_ATTENTIONS,
     DTYPES,
     FBP_IMPLS,
+    FUSION_OPS,
     FUSION_TYPES,
     PARAM_GROUPS,
     VIDEO_ATTENTIONS,
@@ -87,6 +89,7 @@ def train_config() -> ml_collections.ConfigDict:
 CHOICES = {
     "model.fusion": FUSION_TYPES,
     "model.fbp_impl": FBP_IMPLS,
+    "model.fusion_op": FUSION_OPS,
     "model.dtype": DTYPES,
     "model.audio.attention": AUDIO_ATTENTIONS,
     "model.video.encoder": VIDEO_ENCODERS,
@@ -203,6 +206,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _fail("train.modality_dropout_start", train.modality_dropout_start,
               f"a step before train.num_steps ({train.num_steps}), or modality dropout never "
               "applies")
+    if model.fusion_op != "fbp" and model.fusion not in ADAPTIVE_FUSIONS:
+        _fail("model.fusion_op", model.fusion_op,
+              f"'fbp' unless model.fusion is one of {', '.join(ADAPTIVE_FUSIONS)} (the "
+              f"constructions that wrap an op); for a global {model.fusion_op} head set "
+              f"model.fusion={model.fusion_op!r}")
+    for op, fields in model.fusion_ops.items():
+        for name, value in fields.items():
+            if "dropout" in name and not 0 <= value < 1:
+                _fail(f"model.fusion_ops.{op}.{name}", value, "in [0, 1)")
+            if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+                _fail(f"model.fusion_ops.{op}.{name}", value, ">= 1")
     if model.fusion != "video" and _fcn_bins(model) < 1:
         _fail("model.frontend.n_bins", model.frontend.n_bins,
               "enough frequency bins for the audio FCN's strides and pools (none would be left "

@@ -8,11 +8,31 @@ train (train.config.train_config()) and seed.
 import ml_collections
 
 from avfbp_jax.data.config import data_config
-from avfbp_jax.models.config import model_config, tiny_model_config
+from avfbp_jax.models.config import (
+    FUSION_OPS,
+    FUSION_TYPES,
+    fusion_ops_config,
+    model_config,
+    tiny_model_config,
+)
 from avfbp_jax.train.config import train_config
 
 SYNTHETIC_CORPUS = "runs/data/synthetic"
 SYNTHETIC_CACHE = "runs/data/synthetic_cache"
+# Experiment variants that put a member of the bilinear family in a wrapper: "am-mutan" is
+# AM-FBP's construction with MUTAN as its op, "ag-mutan" AG-FBP's.
+WRAPPER_PREFIXES = {"ag": "agfbp", "am": "amfbp"}
+FUSION_VARIANTS = FUSION_TYPES + tuple(
+    f"{prefix}-{op}" for prefix in WRAPPER_PREFIXES for op in FUSION_OPS[1:])
+
+
+def fusion_variant(variant: str) -> tuple[str, str]:
+    """(model.fusion, model.fusion_op) of an experiment variant in FUSION_VARIANTS."""
+    if variant not in FUSION_VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; valid variants: "
+                         f"{', '.join(FUSION_VARIANTS)}")
+    prefix, _, op = variant.partition("-")
+    return (WRAPPER_PREFIXES[prefix], op) if op else (variant, "fbp")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -25,8 +45,11 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
-def synthetic_config(fusion: str = "amfbp") -> ml_collections.ConfigDict:
+def synthetic_config(variant: str = "amfbp") -> ml_collections.ConfigDict:
     """The embedded synthetic corpus, sized so a run trains in a few minutes on a 2-core CPU.
+
+    variant: one of FUSION_VARIANTS (a fusion type, or "ag-X" / "am-X" for a family member X in
+    the adaptive / multi-level wrapper).
 
     Generated into runs/data/synthetic and prepared into runs/data/synthetic_cache on first use.
     The streams are narrow (chosen for CPU): audio width 0.25 (24-64-96-96-64 channels),
@@ -49,7 +72,7 @@ def synthetic_config(fusion: str = "amfbp") -> ml_collections.ConfigDict:
     c.data.crop_size = 48
 
     m = c.model
-    m.fusion = fusion
+    m.fusion, m.fusion_op = fusion_variant(variant)
     m.num_classes = 4
     m.frontend.normalize = False
     m.audio.width = 0.25
@@ -62,6 +85,13 @@ def synthetic_config(fusion: str = "amfbp") -> ml_collections.ConfigDict:
     m.fbp_dropout = 0.0
     m.adaptive_hidden = 32
     m.head_hidden = 64
+    # The other family members at FBP's size here: 64 outputs from about k*o = 320 products
+    # (chosen; the MCB sketch keeps a power of two).
+    m.fusion_ops = fusion_ops_config(output_dim=64)
+    m.fusion_ops.update_from_flattened_dict({
+        "mfh.mm_dim": 320, "mlb.mm_dim": 320, "mutan.mm_dim": 64, "mutan.rank": 5,
+        "tucker.mm_dim": 64, "block.mm_dim": 320, "block.chunks": 4, "block.rank": 5,
+        "mcb.mm_dim": 1024, "tfn.post_fusion_dim": 64, "lmf.rank": 4})
 
     t = c.train
     t.batch_size = 32

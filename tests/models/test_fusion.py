@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from model_helpers import random_variables, tiny_config, varied_batch
 
-from avfbp_jax.models.fusion import AdaptiveFBP, FusionHead
+from avfbp_jax.models.fusion import Adaptive, FusionHead
 from avfbp_jax.models.model import AVModel
 from avfbp_jax.ops import AttendedSequence, fbp, length_mask
 
@@ -28,7 +28,7 @@ def _with_weights(params, w_a):
 
 def test_adaptive_fbp_is_fbp_of_weighted_inputs():
     c_a, c_v = _pair()
-    module = AdaptiveFBP(k=3, o=8, hidden=4, dropout_rate=0.1)
+    module = Adaptive(tiny_config(fbp_k=3, fbp_o=8, adaptive_hidden=4, fbp_dropout=0.1))
     params = module.init(jax.random.PRNGKey(0), c_a, c_v)["params"]
     z, weights = module.apply({"params": params}, c_a, c_v)
     np.testing.assert_allclose(weights.sum(-1), 1.0, rtol=1e-6)
@@ -40,7 +40,7 @@ def test_adaptive_fbp_is_fbp_of_weighted_inputs():
 
 def test_changing_the_adaptive_weights_changes_the_output():
     c_a, c_v = _pair(1)
-    module = AdaptiveFBP(k=3, o=8, hidden=4, dropout_rate=0.0)
+    module = Adaptive(tiny_config(fbp_k=3, fbp_o=8, adaptive_hidden=4, fbp_dropout=0.0))
     params = module.init(jax.random.PRNGKey(0), c_a, c_v)["params"]
     outputs = {}
     for w_a in (0.2, 0.5, 0.8):
@@ -89,7 +89,7 @@ def test_amfbp_head_matches_a_per_trunk_reference():
     params = variables["params"]
 
     def adaptive(name, c_a, c_v):
-        return AdaptiveFBP(cfg.fbp_k, cfg.fbp_o, cfg.adaptive_hidden, 0.0).apply(
+        return Adaptive(cfg).apply(
             {"params": params[name]}, jnp.asarray(c_a)[None], jnp.asarray(c_v)[None])
 
     for b in range(3):
