@@ -13,8 +13,8 @@ from tests.ops.twin_check import assert_matches_reference
 torch = pytest.importorskip("torch")
 from tools.torch_twins import tensor_fusion as twins  # noqa: E402  (needs torch)
 
-# (batch, m, n, output_dim, post_fusion_dim / rank): odd small sizes, then the reference's
-# defaults (post_fusion_dim 32, rank 4) at our model's stream sizes (audio 256, video 128).
+# (batch, m, n, output_dim, TFN post_fusion_dim): odd small sizes, then the reference's
+# post_fusion_dim 32 at our model's stream sizes (audio 256, video 128). LMF: default rank 4.
 SMALL = (3, 5, 7, 4, 6)
 REFERENCE = (32, 256, 128, 4, 32)
 

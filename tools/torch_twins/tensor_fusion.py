@@ -150,7 +150,7 @@ def forward_backward(module: nn.Module, flax_params, x: np.ndarray, y: np.ndarra
     load_params(module, flax_params)
     module.zero_grad(set_to_none=True)
     tx, ty = (torch.tensor(np.asarray(a), dtype=dtype, requires_grad=True) for a in (x, y))
-    extra = {} if keep is None else {"keep": torch.from_numpy(np.asarray(keep))}
+    extra = {} if keep is None else {"keep": torch.from_numpy(np.array(keep))}
     out = module(tx, ty, **extra)
     (out * torch.tensor(np.asarray(cotangent), dtype=dtype)).sum().backward()
     as_np = lambda t: t.detach().double().numpy()
