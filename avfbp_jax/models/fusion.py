@@ -16,9 +16,10 @@ import ml_collections
 from avfbp_jax.models.config import ADAPTIVE_FUSIONS, FBP_IMPLS, FUSION_OPS, FUSION_TYPES
 from avfbp_jax.ops.fbp import FBP
 from avfbp_jax.ops.masking import AttendedSequence, attention_pool, trunk_masks
+from avfbp_jax.ops.tensor_fusion import LMF, TFN
 
 # The family's members other than FBP, by name (FUSION_OPS).
-FAMILY: dict[str, type[nn.Module]] = {}
+FAMILY: dict[str, type[nn.Module]] = {"tfn": TFN, "lmf": LMF}
 
 
 def fusion_op(cfg: ml_collections.ConfigDict, op: str, dtype: jnp.dtype, name: str) -> nn.Module:

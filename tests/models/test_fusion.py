@@ -1,15 +1,19 @@
 """Fusion heads: AG-FBP weights matter, AM-FBP trunks follow valid lengths and skip empty ones."""
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from model_helpers import random_variables, tiny_config, varied_batch
 
-from avfbp_jax.models.fusion import Adaptive, FusionHead
+from avfbp_jax.models.config import FUSION_OPS, model_config
+from avfbp_jax.models.fusion import FAMILY, Adaptive, FusionHead
 from avfbp_jax.models.model import AVModel
 from avfbp_jax.ops import AttendedSequence, fbp, length_mask
+from avfbp_jax.train.presets import synthetic_config
 
 
 def _pair(seed=0, b=4, m=6, n=5):
@@ -156,3 +160,34 @@ def test_pallas_fbp_model_equals_xla_fbp_model():
     np.testing.assert_allclose(logits, want_logits, rtol=1e-5, atol=1e-5)
     for name, value in want_aux.items():
         np.testing.assert_allclose(aux[name], value, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", FUSION_OPS[1:])
+def test_fusion_ops_groups_hold_their_modules_arguments(op):
+    """model.fusion_ops.<op> is exactly the module's constructor arguments (but dtype), at the
+    module's reference defaults apart from output_dim, in every preset."""
+    module = FAMILY[op]
+    arguments = {f.name: f.default for f in dataclasses.fields(module)
+                 if f.name not in ("parent", "name", "dtype")}
+    group = model_config().fusion_ops[op].to_dict()
+    assert set(group) == set(arguments)
+    assert {k: v for k, v in group.items() if k != "output_dim"} == {
+        k: v for k, v in arguments.items() if k != "output_dim"}
+    for cfg in (tiny_config(), synthetic_config().model):
+        assert set(cfg.fusion_ops[op].keys()) == set(arguments)
+
+
+@pytest.mark.parametrize("op", FUSION_OPS[1:])
+def test_adaptive_wraps_any_op_on_weighted_inputs(op):
+    """AG-X is op X on (w_a c_a, w_v c_v), X's parameters named after it; the head's global op
+    is the same module."""
+    c_a, c_v = _pair(4)
+    cfg = tiny_config("agfbp", fusion_op=op)
+    module = Adaptive(cfg, op)
+    params = module.init(jax.random.PRNGKey(0), c_a, c_v)["params"]
+    assert set(params) == {"weights_hidden", "weights_out", op}
+    z, weights = module.apply({"params": params}, c_a, c_v)
+    want = FAMILY[op](**cfg.fusion_ops[op].to_dict()).apply(
+        {"params": params[op]}, c_a * weights[:, :1], c_v * weights[:, 1:])
+    np.testing.assert_allclose(z, want, rtol=1e-6, atol=1e-6)
+    assert z.shape == (4, cfg.fusion_ops[op].output_dim) and np.all(np.isfinite(z))

@@ -8,7 +8,8 @@ from avfbp_jax.train.presets import afew_config, iemocap_config, synthetic_confi
 
 def test_presets_are_valid():
     for config in (synthetic_config("audio"), iemocap_config("gfbp"), afew_config(),
-                   tiny_config("late", dtype="bfloat16")):
+                   tiny_config("late", dtype="bfloat16"), synthetic_config("am-mutan"),
+                   synthetic_config("mcb")):
         validate(config)
 
 
@@ -40,9 +41,15 @@ def test_presets_are_valid():
     ("train.modality_dropout", 1.0, r"modality_dropout=1.0: expected in \[0, 1\)"),
     ("data.face_detector", "dlib", "data.face_detector='dlib': expected one of 'haar', 'mtcnn'"),
     ("data.marker_actor_side", "middle", "marker_actor_side='middle'"),
+    ("model.fusion_op", "mfb", "model.fusion_op='mfb': expected one of 'fbp', 'mfh'"),
+    ("model.fusion_op", "mutan", "model.fusion_op='mutan': expected 'fbp' unless model.fusion "
+                                 "is one of agfbp, amfbp .* set model.fusion='mutan'"),
+    ("model.fusion_ops.block.dropout_input", 1.5,
+     r"config.model.fusion_ops.block.dropout_input=1.5: expected in \[0, 1\)"),
+    ("model.fusion_ops.mcb.mm_dim", 0, "config.model.fusion_ops.mcb.mm_dim=0: expected >= 1"),
 ])
 def test_bad_values_name_the_field_and_the_valid_ones(field, value, match):
-    config = tiny_config(**{field: value})
+    config = tiny_config("gfbp" if field == "model.fusion_op" else "amfbp", **{field: value})
     with pytest.raises(RunSetupError, match=match) as e:
         validate(config)
     assert "\n" not in str(e.value)

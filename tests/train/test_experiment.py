@@ -8,6 +8,7 @@ import pytest
 from avfbp_jax.models.config import FUSION_TYPES
 from avfbp_jax.train.config import validate
 from avfbp_jax.train.experiment import apply_overrides, load_config_file
+from avfbp_jax.train.presets import FUSION_VARIANTS
 from tests.train.conftest import REPO
 
 SYNTHETIC = os.path.join(REPO, "experiments", "synthetic.py")
@@ -23,13 +24,19 @@ def test_experiment_files_load(path):
 
 
 def test_synthetic_variants_differ_only_in_fusion():
-    configs = {f: load_config_file(f"{SYNTHETIC}:{f}") for f in FUSION_TYPES}
+    configs = {v: load_config_file(f"{SYNTHETIC}:{v}") for v in FUSION_VARIANTS}
     base = configs["amfbp"].to_dict()
     assert load_config_file(SYNTHETIC).to_dict() == base  # the main job: amfbp
-    for fusion, c in configs.items():
+    assert configs["am-mutan"].model.fusion == "amfbp"
+    assert configs["am-mutan"].model.fusion_op == "mutan"
+    assert configs["ag-lmf"].model.fusion == "agfbp" and configs["ag-lmf"].model.fusion_op == "lmf"
+    assert configs["mcb"].model.fusion == "mcb" and configs["mcb"].model.fusion_op == "fbp"
+    for variant, c in configs.items():
         d = c.to_dict()
-        assert d["model"].pop("fusion") == fusion
-        assert d == {**base, "model": {k: v for k, v in base["model"].items() if k != "fusion"}}
+        fusion, op = d["model"].pop("fusion"), d["model"].pop("fusion_op")
+        assert variant in (fusion, f"{variant[:2]}-{op}")
+        rest = {k: v for k, v in base["model"].items() if k not in ("fusion", "fusion_op")}
+        assert d == {**base, "model": rest}
 
 
 def test_unknown_variant_names_the_file_and_the_variants():
