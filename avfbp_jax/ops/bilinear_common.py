@@ -1,12 +1,14 @@
 """What the bilinear pooling kernels share: signed square root, L2 normalisation, column check,
-torch.nn.Linear's initialisation.
+torch.nn.Linear's initialisation and layer, torch activations by name.
 
 `ops.fbp` (XLA), `ops.fbp_pallas` (fused) and the other members of the bilinear fusion family
 import these from here, so the kernels form a tree rather than importing each other.
 """
 
+import functools
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -64,3 +66,31 @@ def torch_linear_init(fan_in: int):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
     return init
+
+
+def torch_dense(features: int, fan_in: int, dtype: jnp.dtype, name: str) -> nn.Dense:
+    """nn.Dense initialised like torch.nn.Linear(fan_in, features): kernel and bias both
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)). Parameters are float32; the GEMM runs in `dtype` with
+    float32 accumulation and returns float32."""
+    init = torch_linear_init(fan_in)
+    return nn.Dense(features, dtype=dtype, param_dtype=jnp.float32, kernel_init=init,
+                    bias_init=init, name=name,
+                    dot_general=functools.partial(lax.dot_general,
+                                                  preferred_element_type=jnp.float32))
+
+
+# The torch.nn.functional activations the block.bootstrap fusions name (activ_input,
+# activ_output), with torch's defaults.
+_TORCH_ACTIVATIONS = {"relu": jax.nn.relu, "tanh": jnp.tanh, "sigmoid": jax.nn.sigmoid,
+                      "leaky_relu": jax.nn.leaky_relu}
+
+
+def torch_activation(setting: str, name: str | None):
+    """The activation torch.nn.functional calls `name`; identity for None or "" (the block
+    fusions' "no activation")."""
+    if not name:
+        return lambda v: v
+    if name not in _TORCH_ACTIVATIONS:
+        raise ValueError(f"{setting}={name!r}; expected None or one of "
+                         f"{sorted(_TORCH_ACTIVATIONS)}")
+    return _TORCH_ACTIVATIONS[name]

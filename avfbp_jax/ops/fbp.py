@@ -56,13 +56,10 @@ def _add_bias(a: jax.Array, b: jax.Array | None) -> jax.Array:
     return a if b is None else a + b.astype(jnp.float32)
 
 
-def _pool(px: jax.Array, py: jax.Array, keep: jax.Array | None, k: int, rate: float
-          ) -> jax.Array:
-    """z_j = sum_{r<k} (px * py * dropout)[:, j*k + r] for float32 (B, k*o) inputs."""
-    p = px * py
-    if keep is not None:
-        p = jnp.where(keep, p / (1.0 - rate), 0.0)
-    p = p.reshape(p.shape[0], -1, k)
+def sum_pool(p: jax.Array, k: int) -> jax.Array:
+    """z_j = sum_{r<k} p[..., j*k + r]: the sum over k ADJACENT entries of the last axis
+    (MFB's sum pooling; MFH pools each of its stages with it)."""
+    p = p.reshape(*p.shape[:-1], -1, k)
     # A sum of k strided slices, not a reduce: under a gradient XLA:CPU fuses it with the bias
     # and the product into one pass, while a reduce made it write px and py out first. (Forward
     # only, XLA:CPU makes one fusion per slice of it; a reduce measured no faster there.)
@@ -70,6 +67,15 @@ def _pool(px: jax.Array, py: jax.Array, keep: jax.Array | None, k: int, rate: fl
     for r in range(1, k):
         z = z + p[..., r]
     return z
+
+
+def _pool(px: jax.Array, py: jax.Array, keep: jax.Array | None, k: int, rate: float
+          ) -> jax.Array:
+    """z_j = sum_{r<k} (px * py * dropout)[:, j*k + r] for float32 (B, k*o) inputs."""
+    p = px * py
+    if keep is not None:
+        p = jnp.where(keep, p / (1.0 - rate), 0.0)
+    return sum_pool(p, k)
 
 
 def _normalize_parts(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
