@@ -16,10 +16,14 @@ import ml_collections
 from avfbp_jax.models.config import ADAPTIVE_FUSIONS, FBP_IMPLS, FUSION_OPS, FUSION_TYPES
 from avfbp_jax.ops.fbp import FBP
 from avfbp_jax.ops.masking import AttendedSequence, attention_pool, trunk_masks
+from avfbp_jax.ops.mcb import MCB
+from avfbp_jax.ops.mfh import MFH
 from avfbp_jax.ops.tensor_fusion import LMF, TFN
 
 # The family's members other than FBP, by name (FUSION_OPS).
-FAMILY: dict[str, type[nn.Module]] = {"tfn": TFN, "lmf": LMF}
+FAMILY: dict[str, type[nn.Module]] = {"mfh": MFH, "mcb": MCB, "tfn": TFN, "lmf": LMF}
+# Parameters of a member that are fixed buffers: saved with the model, never trained.
+FIXED_PARAMS = {"mcb": ("sketch_x", "sketch_y")}  # MCB's count-sketch hashes and signs
 
 
 def fusion_op(cfg: ml_collections.ConfigDict, op: str, dtype: jnp.dtype, name: str) -> nn.Module:
@@ -43,6 +47,18 @@ def output_scale(cfg: ml_collections.ConfigDict, op: str) -> float:
     not normalised (as their reference libraries define them) and pass unscaled.
     """
     return cfg.fbp_o ** 0.5 if op == "fbp" else 1.0
+
+
+def fixed_param_paths(cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """Param paths ("fusion/mcb/sketch_x") of the model's fixed buffers, for the optimizer to
+    freeze (their gradient is already zero; a weight decay or an optimizer that moves zero-gradient
+    leaves would still change them)."""
+    if cfg.fusion in ADAPTIVE_FUSIONS:
+        op = cfg.fusion_op
+        scopes = [f"agfbp/{op}"] + ([f"trunk_agfbp/{op}"] if cfg.fusion == "amfbp" else [])
+    else:
+        op, scopes = cfg.fusion, [cfg.fusion]
+    return tuple(f"fusion/{scope}/{name}" for scope in scopes for name in FIXED_PARAMS.get(op, ()))
 
 
 class Adaptive(nn.Module):

