@@ -1,12 +1,14 @@
 """What the bilinear pooling kernels share: signed square root, L2 normalisation, column check,
-torch.nn.Linear's initialisation.
+torch.nn.Linear's initialisation and a Dense layer built like it.
 
 `ops.fbp` (XLA), `ops.fbp_pallas` (fused) and the other members of the bilinear fusion family
 import these from here, so the kernels form a tree rather than importing each other.
 """
 
+import functools
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -64,3 +66,18 @@ def torch_linear_init(fan_in: int):
         return jax.random.uniform(key, shape, dtype, -bound, bound)
 
     return init
+
+
+def accumulation_dtype(dtype: jnp.dtype) -> jnp.dtype:
+    """float32 for bfloat16 / float32 compute, float64 for float64 (tests under x64)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def torch_dense(features: int, fan_in: int, dtype: jnp.dtype, name: str) -> nn.Dense:
+    """torch.nn.Linear(fan_in, features) as a Flax Dense: float32 kernel (fan_in, features) and
+    bias, both initialised by `torch_linear_init`; the GEMM runs in `dtype` and returns its
+    float32 accumulation (`accumulation_dtype`), to which the bias (cast to `dtype`) is added."""
+    gemm = functools.partial(lax.dot_general, preferred_element_type=accumulation_dtype(dtype))
+    return nn.Dense(features, dtype=dtype, param_dtype=jnp.float32,
+                    kernel_init=torch_linear_init(fan_in), bias_init=torch_linear_init(fan_in),
+                    dot_general=gemm, name=name)
