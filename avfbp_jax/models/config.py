@@ -21,13 +21,18 @@ VIDEO_ATTENTIONS = ("sigmoid", "softmax")
 PARAM_GROUPS = ("audio", "video", "fusion")  # AVModel's top-level parameter subtrees
 
 
+TUCKER_MM_DIM = 235  # see fusion_ops_config
+
+
 def fusion_ops_config(output_dim: int = 1000) -> ml_collections.ConfigDict:
     """model.fusion_ops: the settings of every family member but FBP, by name (FUSION_OPS).
 
     Each group holds its module's constructor arguments at the defaults of its reference
     implementation (block.bootstrap.pytorch's fusions for MFH, MLB, MUTAN, Tucker, BLOCK and MCB;
     the authors' code for TFN and LMF; see each module in avfbp_jax/ops). output_dim, which the
-    references leave to the task, is FBP's o of the paper-sized model (chosen).
+    references leave to the task, is FBP's o of the paper-sized model (chosen). One exception,
+    TUCKER_MM_DIM: the reference Tucker's default mm_dim 1600 makes a 1600^3 core (4.1e9
+    parameters, 16 GB), so Tucker gets the 235 its reference's VQA setup uses (chosen).
     """
     block_style = dict(normalize=False, dropout_input=0.0, dropout_pre_lin=0.0,
                        dropout_output=0.0)
@@ -37,7 +42,7 @@ def fusion_ops_config(output_dim: int = 1000) -> ml_collections.ConfigDict:
         "mlb": dict(output_dim=output_dim, mm_dim=1200, activ_input="relu",
                     activ_output="relu", **block_style),
         "mutan": dict(output_dim=output_dim, mm_dim=1600, rank=15, shared=False, **block_style),
-        "tucker": dict(output_dim=output_dim, mm_dim=1600, **block_style),
+        "tucker": dict(output_dim=output_dim, mm_dim=TUCKER_MM_DIM, **block_style),
         "block": dict(output_dim=output_dim, mm_dim=1600, chunks=20, rank=15, shared=False,
                       dropout_input=0.0, dropout_pre_lin=0.0, dropout_output=0.0,
                       pos_norm="before_cat"),
