@@ -45,7 +45,8 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 from avfbp_jax.ops.bilinear_common import l2_normalize, shared_columns, signed_sqrt
 from avfbp_jax.ops.fbp_pallas import _blocked, _keep, _pad_to, _pooled_bwd, dropout_seed
 
-# The Mosaic GPU interpreter (for CPU runs) and the lowering used here arrived in jax 0.11.
+# jax 0.11 exports the Mosaic GPU interpreter (plgpu.InterpretGPUParams, for CPU runs) and takes
+# plgpu.load(ref, layout=...) as used here; jax 0.10 has neither publicly.
 MOSAIC_GPU_SUPPORTED = hasattr(plgpu, "InterpretGPUParams")
 # Tile defaults. One warpgroup holds three float32 (block_b, block_o) tiles in registers (the two
 # projections and the running z): 3 * 64 * 64 / 128 = 96 registers a thread. A pipeline stage
@@ -102,6 +103,8 @@ def _kernel(x_gmem, y_gmem, wx_gmem, wy_gmem, bx_gmem, by_gmem, seed_gmem, z_gme
             return acc_ref[...]
 
         acc = pl.run_scoped(accumulate, plgpu.ACC((block_b, block_o), jnp.float32))
+        # The bias row straight from device memory in the accumulator's column layout (jax 0.11
+        # has no optimized form of this load; it is block_o floats per group).
         bias = plgpu.load(b_gmem.at[r, units], layout=plgpu.Layout.WGMMA.reduce(0),
                           optimized=False)
         return acc + lax.broadcast_in_dim(bias, (block_b, block_o), [1])
