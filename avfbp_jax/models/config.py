@@ -13,7 +13,7 @@ ADAPTIVE_FUSIONS = ("agfbp", "amfbp")
 # Fusion heads: single streams, concat, late, global FBP, the two wrappers, and every other
 # member of the family as a global head.
 FUSION_TYPES = ("audio", "video", "concat", "late", "gfbp", *ADAPTIVE_FUSIONS, *FUSION_OPS[1:])
-FBP_IMPLS = ("xla", "pallas")
+FBP_IMPLS = ("xla", "pallas", "pallas_mosaic")
 DTYPES = ("float32", "bfloat16")
 AUDIO_ATTENTIONS = ("1d", "2d")
 VIDEO_ENCODERS = ("cnn", "fer", "identity")
@@ -108,9 +108,11 @@ def model_config() -> ml_collections.ConfigDict:
     c.fbp_k = 5
     c.fbp_o = 1000
     c.fbp_dropout = 0.1
-    # FBP implementation, one of FBP_IMPLS: "xla" (ops.fbp, runs everywhere) or "pallas" (the
-    # fused kernel of ops.fbp_pallas: Triton on a GPU, interpret mode, slow, on a CPU). Same
-    # parameters and function; only the dropout masks differ (a hash instead of jax.random).
+    # FBP implementation, one of FBP_IMPLS: "xla" (ops.fbp, runs everywhere), "pallas" (the
+    # fused kernel of ops.fbp_pallas: Triton on a GPU, interpret mode, slow, on a CPU) or
+    # "pallas_mosaic" (the same fused kernel on Mosaic GPU, ops.fbp_mosaic: jax >= 0.11, a Hopper
+    # GPU, float32 as TF32; its interpreter on a CPU). Same parameters and function; only the
+    # dropout masks differ (the fused kernels' hash instead of jax.random).
     c.fbp_impl = "xla"
     # The op inside agfbp / amfbp (one of FUSION_OPS): "fbp" is the paper's AG-FBP / AM-FBP,
     # another member makes AG-X / AM-X with the same weighting MLP and trunks.
