@@ -4,9 +4,6 @@ On CPU the kernel runs in Pallas interpret mode; the `gpu` tests (deselected by 
 `JAX_PLATFORMS=cuda python3 -m pytest -m gpu`) repeat the checks through Triton on a GPU.
 """
 
-import collections
-import re
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +14,7 @@ from jax.sharding import PartitionSpec as P
 from avfbp_jax.ops import FBP, dropout_keep_mask, dropout_seed, fbp, fbp_pallas
 from avfbp_jax.ops.bilinear_common import l2_normalize, signed_sqrt
 from avfbp_jax.ops.device_rows import DATA_AXIS, on_device_rows, use_mesh
+from tests.hlo import collectives
 
 TRITON_CALL = "__gpu$xla.gpu.triton"
 
@@ -245,15 +243,6 @@ def test_rejects_bad_arguments():
 
 # ---------------------------------------------------------------------------------------------
 # Sharded over the "data" axis of 8 (fake CPU) devices: each device runs the kernel on its rows.
-
-_COLLECTIVE = re.compile(
-    r" (all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)(?:-start)?\(")
-
-
-def collectives(hlo: str) -> collections.Counter:
-    """Collective instructions of a compiled module's HLO text, by kind."""
-    return collections.Counter(_COLLECTIVE.findall(hlo))
-
 
 def _data_mesh():
     return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
