@@ -8,6 +8,9 @@ platform); they skip when no GPU is visible.
 """
 
 import contextlib
+import functools
+import importlib
+import re
 
 import jax
 import jax.numpy as jnp
@@ -452,3 +455,69 @@ def test_gpu_step_does_not_recompile_after_warmup():
     assert compiles == []
     assert int(state.step) == 8 and metrics["finite"] == 1.0
     assert jax.tree.leaves(state.params)[0].sharding.device_set == set(gpus)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(len(_gpu_devices()) < 2, reason="the sharded check needs 2 or more GPUs")
+def test_gpu_sharded_pallas_step_equals_xla_step():
+    """One step sharded over all GPUs, f32 at matmul precision "highest", no FBP dropout: the
+    fused Triton FBP (run on each GPU's rows) gives the XLA FBP's loss to 1e-5 relative and its
+    gradients to 3e-3 (||g_pallas - g_xla|| / ||g_xla||, the bound of
+    test_gpu_step_equals_cpu_step). The compiled step gathers no rows (no all-gather or
+    all-to-all: the Triton call cannot be partitioned, so without per-device rows XLA would
+    gather its operands)."""
+    gpus = _gpu_devices()
+    cfgs = {impl: _gpu_test_model("float32", impl, 0.0) for impl in ("xla", "pallas")}
+    batch = _batches(cfgs["xla"], 1, batch_size=8 * len(gpus))[0]
+    mesh = Mesh(np.asarray(gpus), (parallel.DATA_AXIS,))
+    tcfg = _sgd_config()
+    tx = optimizer.make_optimizer(tcfg)
+    host_state = jax.device_get(create_train_state(AVModel(config=cfgs["xla"]), tx, batch,
+                                                   seed=0, mesh=mesh))
+    step = make_train_step(AVModel(config=cfgs["pallas"]), tx, optimizer.make_schedule(tcfg),
+                           mesh, seed=0, label_smoothing=tcfg.label_smoothing)
+    with jax.default_matmul_precision("highest"):
+        text = step.lower(jax.device_put(host_state, parallel.replicated(mesh)),
+                          parallel.shard_batch(batch, mesh)).compile().as_text()
+    assert not {"all-gather", "all-to-all"} & set(collectives(text)), collectives(text)
+    xla_g, xla_m = _step_on(gpus, host_state, batch, cfgs["xla"], "highest")
+    pallas_g, pallas_m = _step_on(gpus, host_state, batch, cfgs["pallas"], "highest")
+    assert pallas_m["finite"] == 1.0
+    np.testing.assert_allclose(pallas_m["loss"], xla_m["loss"], rtol=1e-5)
+    assert _rel(pallas_g, xla_g) < 3e-3, _rel(pallas_g, xla_g)
+
+
+TRITON_CALL = "__gpu$xla.gpu.triton"
+
+
+@pytest.mark.slow  # traces the whole train step
+def test_sharded_pallas_step_exports_for_cuda_with_per_device_kernels(monkeypatch):
+    """No GPU needed: the train step with the Pallas FBP, sharded over 8 abstract H200s,
+    exports for CUDA (jax.export); each FBP's Triton kernel (the forward; the backward is XLA
+    dots) sees one device's rows: 32 of the 256-row batch for the clip-level AG-FBP."""
+    # On the CPU fbp_pallas would interpret the kernel; lower it for the GPU instead.
+    fbp_module = importlib.import_module("avfbp_jax.ops.fbp")
+    monkeypatch.setattr(fbp_module, "fbp_pallas",
+                        functools.partial(fbp_module.fbp_pallas, interpret=False))
+    h200 = jax.sharding.AbstractDevice(device_kind="NVIDIA H200", num_cores=None,
+                                       platform="gpu")
+    mesh = jax.sharding.AbstractMesh((8,), (parallel.DATA_AXIS,), abstract_device=h200)
+    cfg, tcfg = tiny_model_config("amfbp"), tiny_train_config()
+    cfg.fbp_impl = "pallas"
+    model, example = AVModel(config=cfg), example_batch(cfg, 256, seconds=1.0, num_frames=6)
+    schedule = optimizer.make_schedule(tcfg)
+    tx = optimizer.make_optimizer(tcfg, schedule)
+    whole, rows = parallel.replicated(mesh), parallel.data_sharded(mesh)
+    state = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=whole),
+                         abstract_train_state(model, tx, example, parallel.make_mesh(1)))
+    batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=rows) for k, v in example.items()}
+    step = make_train_step(model, tx, schedule, mesh, seed=0, label_smoothing=0.0)
+    checks = [jax.export.DisabledSafetyCheck.custom_call(TRITON_CALL)]
+    with jax.sharding.use_abstract_mesh(mesh):
+        exported = jax.export.export(step, platforms=["cuda"], disabled_checks=checks)(state,
+                                                                                         batch)
+    text = exported.mlir_module()
+    assert exported.nr_devices == 8
+    kernel_rows = sorted(int(r) for r in re.findall(
+        rf"custom_call @\"?{re.escape(TRITON_CALL)}\"?\(.*?\) \{{.*?\}} : \(tensor<(\d+)x", text))
+    assert len(kernel_rows) == 2 and kernel_rows[0] == 32 and kernel_rows[1] < 256, kernel_rows
