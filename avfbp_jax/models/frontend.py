@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from avfbp_jax.data.cache import PCM_SCALE
+from avfbp_jax.ops.device_rows import on_device_rows
 from avfbp_jax.ops.masking import length_mask, masked_mean, zero_invalid
 
 
@@ -56,9 +57,14 @@ def log_spectrogram(
     frames_total = (total - win) // hop + 1
     index = jnp.arange(frames_total)[:, None] * hop + jnp.arange(win)[None, :]
     frames = audio[:, index] * hamming(win)  # [B, F, win]
-    spectrum = jnp.fft.rfft(frames, n=cfg.n_fft, axis=-1)[..., : cfg.n_bins]
-    power = jnp.square(spectrum.real) + jnp.square(spectrum.imag)
-    spec = jnp.log(jnp.maximum(power, cfg.log_floor))
+
+    def log_power(frames, *, row_offset):  # each row on its own: row_offset is not needed
+        spectrum = jnp.fft.rfft(frames, n=cfg.n_fft, axis=-1)[..., : cfg.n_bins]
+        power = jnp.square(spectrum.real) + jnp.square(spectrum.imag)
+        return jnp.log(jnp.maximum(power, cfg.log_floor))
+
+    # XLA partitions a batch-sharded FFT by gathering the batch onto every device first.
+    spec = on_device_rows(log_power, (frames,), caller="log_spectrogram")
     spec_len = num_frames(audio_len, win, hop)
     if cfg.normalize:
         spec = normalize_utterance(spec, spec_len)

@@ -39,6 +39,7 @@ from avfbp_jax.ops.bilinear_common import (
     signed_sqrt_slope,
     torch_linear_init,
 )
+from avfbp_jax.ops.device_rows import on_device_rows
 from avfbp_jax.ops.fbp_mosaic import fbp_mosaic
 from avfbp_jax.ops.fbp_pallas import fbp_pallas
 
@@ -168,7 +169,9 @@ class FBP(nn.Module):
       impl: "xla" (`fbp`), "pallas" (`ops.fbp_pallas.fbp_pallas`, the fused kernel through
         Triton) or "pallas_mosaic" (`ops.fbp_mosaic.fbp_mosaic`, the fused kernel through Mosaic
         GPU: jax >= 0.11, Hopper). The fused kernels' dropout mask is a hash, not jax.random.
-        Same parameters, same function.
+        Same parameters, same function. XLA partitions `fbp` over a sharded batch itself; it
+        cannot partition a kernel's custom call, so the other impls run on each device's rows
+        through `ops.device_rows.on_device_rows`.
     """
 
     k: int = 5
@@ -194,6 +197,14 @@ class FBP(nn.Module):
         kernels = {"xla": fbp, "pallas": fbp_pallas, "pallas_mosaic": fbp_mosaic}
         if self.impl not in kernels:
             raise ValueError(f"FBP impl must be one of {tuple(kernels)}, got {self.impl!r}")
-        kernel = kernels[self.impl]
-        return kernel(x.astype(self.dtype), y.astype(self.dtype), w_x, w_y, b_x, b_y, k=self.k,
-                      dropout_rate=self.dropout_rate, dropout_rng=rng)
+        kernel = functools.partial(kernels[self.impl], k=self.k, dropout_rate=self.dropout_rate)
+        x, y = x.astype(self.dtype), y.astype(self.dtype)
+        if self.impl == "xla":
+            return kernel(x, y, w_x, w_y, b_x, b_y, dropout_rng=rng)
+
+        def rows(x, y, w_x, w_y, b_x, b_y, rng, *, row_offset):
+            return kernel(x, y, w_x, w_y, b_x, b_y, dropout_rng=rng, row_offset=row_offset)
+
+        z = on_device_rows(rows, (x.reshape(-1, m), y.reshape(-1, n)),
+                           (w_x, w_y, b_x, b_y, rng), caller=f"FBP impl {self.impl!r}")
+        return z.reshape(*x.shape[:-1], self.o)

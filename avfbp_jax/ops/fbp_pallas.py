@@ -28,8 +28,11 @@ tools/bench_fbp.py on a GPU.
 
 Dropout. Pallas has no portable in-kernel RNG on GPU, so the mask is a counter-based integer hash
 of (seed, row, column) with a uint32 seed drawn from `dropout_rng`; `dropout_keep_mask` gives the
-same mask as a jnp array. `fbp` draws its mask with jax.random.bernoulli instead, so the two agree
-exactly only without dropout (both drop each product with probability `dropout_rate`).
+same mask as a jnp array. The row is global: a call on a block of rows (one device's share under
+`ops.device_rows.on_device_rows`) passes the block's first row as `row_offset`, and the kernel
+gets (seed, row_offset) as its (2,) uint32 seed operand, so the mask does not depend on how the
+batch is split over devices. `fbp` draws its mask with jax.random.bernoulli instead, so the two
+agree exactly only without dropout (both drop each product with probability `dropout_rate`).
 
 Precision. Inputs are float32 or bfloat16; every dot accumulates in float32 with the default
 precision, as `fbp`: jax.default_matmul_precision applies to both. On an Ampere-or-later GPU that
@@ -93,13 +96,15 @@ def dropout_seed(dropout_rng: jax.Array) -> jax.Array:
     return jax.random.bits(dropout_rng, (1,), jnp.uint32)
 
 
-def dropout_keep_mask(seed: jax.Array, shape: tuple[int, int], rate: float) -> jax.Array:
+def dropout_keep_mask(seed: jax.Array, shape: tuple[int, int], rate: float,
+                      row_offset: int | jax.Array = 0) -> jax.Array:
     """The keep mask that `fbp_pallas` applies to the product p (rows, k*o), MFB column order.
 
-    `seed` comes from `dropout_seed`; rows are those of the inputs reshaped to 2-D. Each entry is
-    kept with probability 1 - rate (to 2**-24).
+    `seed` comes from `dropout_seed`; rows are those of the inputs reshaped to 2-D, numbered
+    from `row_offset` (the `row_offset` of the `fbp_pallas` call). Each entry is kept with
+    probability 1 - rate (to 2**-24).
     """
-    rows = lax.broadcasted_iota(jnp.uint32, shape, 0)
+    rows = lax.broadcasted_iota(jnp.uint32, shape, 0) + jnp.asarray(row_offset, jnp.uint32)
     cols = lax.broadcasted_iota(jnp.uint32, shape, 1)
     return _keep(jnp.asarray(seed, jnp.uint32).reshape(()), rows, cols, rate)
 
@@ -141,11 +146,11 @@ def _kernel(x_ref, y_ref, wx_ref, wy_ref, bx_ref, by_ref, seed_ref, z_ref, *proj
             proj_refs[0][:, r, :] = px
             proj_refs[1][:, r, :] = py
         p = px * py
-        if settings.rate > 0.0:
+        if settings.rate > 0.0:  # seed_ref: (seed, row_offset)
             rows = i * block_b + lax.broadcasted_iota(jnp.int32, (block_b, block_o), 0)
             units = j * block_o + lax.broadcasted_iota(jnp.int32, (block_b, block_o), 1)
-            keep = _keep(seed_ref[0], rows.astype(jnp.uint32), (units * k + r).astype(jnp.uint32),
-                         settings.rate)
+            keep = _keep(seed_ref[0], rows.astype(jnp.uint32) + seed_ref[1],
+                         (units * k + r).astype(jnp.uint32), settings.rate)
             p = jnp.where(keep, p / (1.0 - settings.rate), 0.0)
         return z + p
 
@@ -171,7 +176,7 @@ def _fused(settings: _Settings, x, y, wx, wy, bx, by, seed, *, with_projections:
         out_shape=out_shape,
         grid=(rows // block_b, o // block_o),
         in_specs=[rows_block(m), rows_block(n), slab(m), slab(n), bias, bias,
-                  pl.BlockSpec((1,), lambda i, j: (0,))],
+                  pl.BlockSpec((2,), lambda i, j: (0,))],
         out_specs=out_specs,
         compiler_params=plt.CompilerParams(num_warps=NUM_WARPS, num_stages=NUM_STAGES),
         interpret=settings.interpret,
@@ -222,7 +227,7 @@ def _pooled_bwd(settings, residuals, g):
     rows, k, o = px.shape
     g_p = g[:, None, :]  # d z_j / d p[j*k + r] = 1 for every r
     if settings.rate > 0.0:
-        row = lax.broadcasted_iota(jnp.uint32, (rows, k, o), 0)
+        row = lax.broadcasted_iota(jnp.uint32, (rows, k, o), 0) + seed[1]
         col = (lax.broadcasted_iota(jnp.uint32, (rows, k, o), 2) * k
                + lax.broadcasted_iota(jnp.uint32, (rows, k, o), 1))
         keep = _keep(seed[0], row, col, settings.rate)
@@ -276,10 +281,13 @@ def fbp_pallas(
     interpret: bool | None = None,
     block_b: int | None = None,
     block_o: int | None = None,
+    row_offset: int | jax.Array = 0,
 ) -> jax.Array:
     """`ops.fbp.fbp` as one fused Pallas kernel plus a small XLA pass; same arguments and result.
 
-    Dropout uses the hash mask of `dropout_keep_mask` (not jax.random.bernoulli). `residuals`:
+    Dropout uses the hash mask of `dropout_keep_mask` (not jax.random.bernoulli), its rows
+    numbered from `row_offset` (the global index of the first row when the call sees one block
+    of a larger batch, as under `ops.device_rows.on_device_rows`). `residuals`:
     "recompute" or "keep" (see the module docstring). `interpret`: Pallas interpret mode (None:
     when the default backend is the CPU). `block_b`, `block_o`: row and output-unit tile sizes,
     powers of two >= 16 (None: BLOCK_B, BLOCK_O, smaller for small inputs).
@@ -312,6 +320,7 @@ def fbp_pallas(
         block_k_y=_pow2_block(n, BLOCK_K),
     )
     seed = dropout_seed(dropout_rng) if dropout else jnp.zeros((1,), jnp.uint32)
+    seed = jnp.concatenate([seed, jnp.asarray(row_offset, jnp.uint32).reshape(1)])
     wx, bx = _blocked(w_x, b_x, k, x.dtype)
     wy, by = _blocked(w_y, b_y, k, y.dtype)
     z = _pooled(

@@ -12,9 +12,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from avfbp_jax.ops.device_rows import DATA_AXIS
 from avfbp_jax.train.config import RunSetupError
 
-DATA_AXIS = "data"
 # What `avfbp launch` sets for each process, read here when the config does not say.
 COORDINATOR_ENV, NUM_PROCESSES_ENV, PROCESS_ID_ENV = (
     "JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID")

@@ -2,7 +2,9 @@
 
 One function serves one device and many: the batch is sharded on "data", the state replicated,
 and XLA inserts the gradient all-reduce. The loss is a weighted mean over the global batch, so a
-sharded run computes the same numbers as one device with the same global batch.
+sharded run computes the same numbers as one device with the same global batch. The model is
+applied with the mesh current (`ops.device_rows.use_mesh`), so that what XLA cannot partition
+(the Pallas FBP kernel, the audio FFT) runs on each device's own rows (`on_device_rows`).
 """
 
 import time
@@ -14,6 +16,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from avfbp_jax.ops.device_rows import use_mesh
 from avfbp_jax.train.modality_dropout import drop_modalities
 from avfbp_jax.train.parallel import data_sharded, replicated
 from avfbp_jax.train.perf import compiled_flops
@@ -64,9 +67,10 @@ def make_train_step(
             batch = drop_modalities(batch, jax.random.fold_in(rng, 1), rate)
 
         def loss_fn(params):
-            logits, _ = model.apply(
-                {"params": params}, batch, train=True, rngs={"dropout": rng}
-            )
+            with use_mesh(mesh):
+                logits, _ = model.apply(
+                    {"params": params}, batch, train=True, rngs={"dropout": rng}
+                )
             loss, _ = weighted_cross_entropy(
                 logits, batch["label"], batch["weight"], label_smoothing
             )
@@ -131,7 +135,8 @@ def make_eval_step(model: flax.linen.Module, mesh: Mesh) -> Callable[[dict, dict
     """
 
     def step(params, batch):
-        logits, aux = model.apply({"params": params}, batch, train=False)
+        with use_mesh(mesh):
+            logits, aux = model.apply({"params": params}, batch, train=False)
         _, per_example = weighted_cross_entropy(logits, batch["label"], batch["weight"])
         out = {"logits": logits.astype(jnp.float32), "loss": per_example,
                "label": batch["label"], "weight": batch["weight"]}

@@ -8,9 +8,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from avfbp_jax.ops import dropout_keep_mask, dropout_seed, fbp, fbp_pallas
+from avfbp_jax.ops import FBP, dropout_keep_mask, dropout_seed, fbp, fbp_pallas
 from avfbp_jax.ops.bilinear_common import l2_normalize, signed_sqrt
+from avfbp_jax.ops.device_rows import DATA_AXIS, on_device_rows, use_mesh
+from tests.hlo import collectives
 
 TRITON_CALL = "__gpu$xla.gpu.triton"
 # The Mosaic GPU custom call (not just "mosaic", which source locations may contain).
@@ -237,6 +241,67 @@ def test_rejects_bad_arguments():
         fbp_pallas(x, y, w_x, w_y, None, None, k=3, residuals="store")
     with pytest.raises(ValueError, match="block_o=24 must be a power of two"):
         fbp_pallas(x, y, w_x, w_y, None, None, k=3, block_o=24)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sharded over the "data" axis of 8 (fake CPU) devices: each device runs the kernel on its rows.
+
+def _data_mesh():
+    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+
+
+def test_mask_of_a_row_block_is_that_block_of_the_whole_mask():
+    seed, rate = dropout_seed(jax.random.key(3)), 0.3
+    whole = np.asarray(dropout_keep_mask(seed, (64, 30), rate))
+    block = dropout_keep_mask(seed, (8, 30), rate, row_offset=jnp.int32(24))
+    np.testing.assert_array_equal(block, whole[24:32])
+    assert not np.array_equal(whole[:8], whole[24:32])
+
+
+def test_sharded_equals_unsharded_with_the_same_dropout_mask():
+    """fbp_pallas per device (8 rows each, through on_device_rows as ops.fbp.FBP runs it) gives
+    the forward and all six gradients of the jnp reference with the mask of the whole batch,
+    the mask the unsharded call applies (test_dropout_equals_the_reference_...)."""
+    b, m, n, k, o, rate = 64, 13, 11, 3, 10, 0.3
+    args = _inputs(10, b, m, n, k, o, signed=False)
+    rng = jax.random.key(7)
+    keep = dropout_keep_mask(dropout_seed(rng), (b, k * o), rate)
+    options = dict(k=k, dropout_rate=rate, dropout_rng=rng, interpret=True)
+    sharded = lambda x, y, *shared: on_device_rows(
+        lambda *a, row_offset: fbp_pallas(*a, **options, row_offset=row_offset), (x, y), shared,
+        caller="test")
+    reference = lambda *a: _masked_reference(*a, k=k, keep=keep, rate=rate)
+    mesh = _data_mesh()
+    rows, whole = NamedSharding(mesh, P(DATA_AXIS)), NamedSharding(mesh, P())
+    shardings = (rows, rows) + (whole,) * 4
+    grads = lambda f: jax.grad(_loss(f), tuple(range(6)))
+    with use_mesh(mesh):
+        got = jax.jit(sharded, in_shardings=shardings)(*args)
+        got_grads = jax.jit(grads(sharded), in_shardings=shardings)(*args)
+    _assert_close([got], [reference(*args)], 1e-5)
+    _assert_close(got_grads, grads(reference)(*args), 1e-5)
+    assert np.abs(np.asarray(got) - np.asarray(fbp(*args, k=k))).max() > 1e-2  # mask applied
+
+
+@pytest.mark.slow  # two compilations of the interpreted kernel's gradient over 8 devices
+def test_sharded_module_gradient_gathers_no_rows():
+    """The compiled gradient of FBP(impl="pallas") on a batch sharded over 8 devices: its only
+    collective is the all-reduce of the weight gradients. Without the mesh current (so the
+    kernel is not run per device) XLA gathers the rows: the check can fail."""
+    x, y = jnp.ones((256, 13)), jnp.ones((256, 11))  # two 128-row blocks of the kernel
+    module = FBP(k=3, o=10, dropout_rate=0.2, impl="pallas")
+    params = module.init(jax.random.key(0), x, y)
+
+    def loss(params, x, y):
+        z = module.apply(params, x, y, deterministic=False, rngs={"dropout": jax.random.key(1)})
+        return jnp.sum(jnp.square(z))
+
+    mesh = _data_mesh()
+    rows, whole = NamedSharding(mesh, P(DATA_AXIS)), NamedSharding(mesh, P())
+    step = jax.jit(jax.grad(loss, (0, 1, 2)), in_shardings=(whole, rows, rows))
+    with use_mesh(mesh):
+        assert collectives(step.lower(params, x, y).compile().as_text()) == {"all-reduce": 1}
+    assert collectives(step.lower(params, x, y).compile().as_text())["all-gather"] > 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Real multi-process training over localhost: processes with 4 fake CPU devices each, jax's gloo
 CPU collectives between them. Two processes give the losses and parameters of one process with
-the same global batch; a process that dies stops the others in bounded time; restarting all of
-them resumes exactly."""
+the same global batch, with either FBP kernel; a process that dies stops the others in bounded
+time; restarting all of them resumes exactly."""
 
 import json
 import os
@@ -59,11 +59,20 @@ def final_params(workdir):
     return jax.tree.leaves(params)
 
 
+# model.fbp_impl "pallas" runs the kernel per device (ops.device_rows); without FBP dropout,
+# whose hash mask differs from XLA's jax.random one.
+FBP_IMPL_ARGS = {"xla": (),
+                 "pallas": ("--config.model.fbp_impl=pallas", "--config.model.fbp_dropout=0.0")}
+
+
 @pytest.mark.slow  # training processes
-def test_two_processes_match_one(sgd_run):
+@pytest.mark.parametrize("fbp_impl", list(FBP_IMPL_ARGS))
+def test_two_processes_match_one(sgd_run, fbp_impl):
     root, run, _, _ = sgd_run
-    for name, processes in (("one", 1), ("two", 2)):
-        proc = run(name, processes=processes)
+    tag = "" if fbp_impl == "xla" else f"_{fbp_impl}"
+    one, two = f"one{tag}", f"two{tag}"
+    for name, processes in ((one, 1), (two, 2)):
+        proc = run(name, *FBP_IMPL_ARGS[fbp_impl], processes=processes)
         assert proc.returncode == 0, proc.stderr[-3000:]
 
     def results(name):
@@ -71,20 +80,22 @@ def test_two_processes_match_one(sgd_run):
         with open(root / name / "metrics.json") as f:
             return losses, json.load(f)
 
-    (losses_1, metrics_1), (losses_2, metrics_2) = results("one"), results("two")
+    (losses_1, metrics_1), (losses_2, metrics_2) = results(one), results(two)
     assert len(losses_1) == 8 and metrics_2["num_devices"] == 8
     np.testing.assert_allclose(losses_2, losses_1, rtol=1e-5, atol=1e-5)
-    for a, b in zip(final_params(root / "one"), final_params(root / "two"), strict=True):
+    for a, b in zip(final_params(root / one), final_params(root / two), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
     for split in ("val", "test"):  # evaluation sees the same predictions on every process
         assert metrics_2[split]["confusion"] == metrics_1[split]["confusion"]
+    if fbp_impl != "xla":
+        return
     # The multi-process checkpoint serves evaluate and export like any other.
-    assert evaluate_checkpoint(str(root / "two"), 8, "test")["confusion"] == (
+    assert evaluate_checkpoint(str(root / two), 8, "test")["confusion"] == (
         metrics_2["test"]["confusion"])
-    export.export_checkpoint(str(root / "two" / "checkpoints" / "8"), str(root / "bundle"))
+    export.export_checkpoint(str(root / two / "checkpoints" / "8"), str(root / "bundle"))
     with ocp.StandardCheckpointer() as c:
         bundled = jax.tree.leaves(c.restore(str(root / "bundle" / "params")))
-    for a, b in zip(final_params(root / "two"), bundled, strict=True):
+    for a, b in zip(final_params(root / two), bundled, strict=True):
         np.testing.assert_array_equal(b, a)
 
 
