@@ -94,9 +94,6 @@ def test_dropout_equals_the_reference_with_fbp_pallas_mask():
     _check_dropout(0, interpret=True, tol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason="the backward is fbp_pallas's, which hashes global rows "
-                   "(seed, row_offset) only with the row_offset change to fbp_pallas (shard "
-                   "branch); then this passes and the mark goes")
 @requires_mosaic
 def test_dropout_hashes_global_rows_from_row_offset():
     _check_dropout(100, interpret=True, tol=1e-5)
