@@ -18,6 +18,7 @@ from avfbp_jax import export
 from avfbp_jax.commands import cli
 from avfbp_jax.data.cache import write_index
 from avfbp_jax.data.config import data_config
+from avfbp_jax.models.config import FUSION_OPS
 from avfbp_jax.models.model import AVModel, example_batch
 from avfbp_jax.train.checkpoint import Checkpointer, save_config
 from avfbp_jax.train.config import train_config
@@ -347,6 +348,23 @@ def test_other_model_kinds(fusion, encoder, tmp_path):
     batch = random_batch(config.model, 3, 1.5, 15, seed=5)
     got, want = infer(batch), reference(config.model, params, batch)
     assert sorted(got) == sorted(want)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fusion, op", [(m, "fbp") for m in FUSION_OPS[1:]] + [("amfbp", "mcb")])
+def test_every_fusion_family_member_exports(fusion, op, tmp_path):
+    """Each member as the global head (and MCB, with its fixed sketches, in the AM wrapper)
+    exports, and the exported function computes what the model does."""
+    config = tiny_config(fusion)
+    config.model.fusion_op = op
+    config.model.video.encoder = "identity"
+    params = init_params(config.model)
+    export.export_bundle(params, config, str(tmp_path / "b"), labels=LABELS, platforms=("cpu",))
+    infer, _ = export.load_exported(str(tmp_path / "b"))
+    batch = random_batch(config.model, 3, 1.5, 15, seed=6)
+    got, want = infer(batch), reference(config.model, params, batch)
+    assert np.abs(want["logits"][0] - want["logits"][1]).max() > 1e-4
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-5)
 

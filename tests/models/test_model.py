@@ -29,6 +29,7 @@ def _model(fusion, **overrides):
 
 VARIANTS = [(f, {}) for f in FUSION_TYPES] + [
     ("amfbp", {"audio.attention": "2d", "video.attention": "softmax", "video.encoder": "identity"}),
+    ("amfbp", {"fusion_op": "block"}),
 ]
 
 
