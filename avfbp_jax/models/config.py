@@ -148,7 +148,11 @@ def tiny_model_config(fusion: str = "amfbp", **overrides) -> ml_collections.Conf
     c.fusion_ops.update_from_flattened_dict({
         "mfh.mm_dim": 8, "mlb.mm_dim": 8, "mutan.mm_dim": 8, "mutan.rank": 2,
         "tucker.mm_dim": 8, "block.mm_dim": 8, "block.chunks": 2, "block.rank": 2,
-        "mcb.mm_dim": 16, "tfn.post_fusion_dim": 8, "lmf.rank": 2})
+        "mcb.mm_dim": 16, "tfn.post_fusion_dim": 8, "lmf.rank": 2,
+        # 8 relu units of random weights can all be 0 for every input: no activations, so the
+        # tiny head always depends on its inputs (the relus are tested in tests/ops).
+        "mlb.activ_input": "", "mlb.activ_output": "", "mfh.activ_input": "",
+        "mfh.activ_output": "", "mcb.activ_output": ""})
     c.update_from_flattened_dict(overrides)
     return c
 

@@ -41,7 +41,8 @@ def test_padding_further_does_not_change_eval_outputs(fusion, overrides):
     padded_logits, padded_aux = apply(variables, pad_further(batch, 7000, 5))
     assert np.all(np.isfinite(logits))
     # The logits do depend on the recordings (so equality below is not trivially true).
-    assert np.abs(np.asarray(logits[0]) - np.asarray(logits[1])).max() > 1e-3
+    # (by ten times the tolerance below; some heads are third-order in small random inputs)
+    assert np.abs(np.asarray(logits[0]) - np.asarray(logits[1])).max() > 1e-4
     np.testing.assert_allclose(padded_logits, logits, atol=1e-5, rtol=0)
     for name, value in aux.items():
         value, padded = np.asarray(value), np.asarray(padded_aux[name])
