@@ -1,0 +1,329 @@
+"""One member of the fusion benchmark at one (dtype, batch): our module, its floor and its PyTorch
+twin (eager, torch.compile), each forward and forward+backward, checked against the twin's
+float32 result and then timed in the same interleaved rounds as the GEMM peaks and the copy
+bandwidth; one row per mode."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from avfbp_jax.models.fusion import fusion_op
+from tools import bench_common as bc
+from tools.fbp_bench.inputs import copies_for, rotating
+from tools.fbp_bench.jax_variants import loss_grad
+from tools.fbp_bench.references import torch_sync
+from tools.fbp_bench.sweep import free_memory_gb
+from tools.fusion_bench import agreement
+from tools.fusion_bench.members import MEMBERS, FFTConv, FloorOp, settings
+
+MODES = ("fwd", "fwd+bwd")
+VARIANTS = ("ours", "floor", "torch", "torch.compile")
+# Backward work relative to the forward's: each GEMM has an input and a weight gradient of its
+# own size; the FFT convolution's gradient takes three more transforms.
+BWD_FACTOR = {"Gemm": 3.0, "FFTConv": 2.0}
+
+
+def op_flops(ops: Sequence[FloorOp], mode: str) -> float:
+    """FLOPs of the ops (see counts in tools/fusion_bench/__init__.py)."""
+    return sum(op.flops() * (1.0 if mode == "fwd" else BWD_FACTOR[type(op).__name__])
+               for op in ops)
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """Whether e is an allocation failure (XLA, torch CUDA or torch CPU)."""
+    text = str(e)
+    return any(s in text for s in ("RESOURCE_EXHAUSTED", "out of memory",
+                                   "can't allocate memory"))
+
+
+class MemberBench:
+    """Builds the variants of one member at one (dtype, batch) and checks them."""
+
+    def __init__(self, cfg: ml_collections.ConfigDict, name: str, m: int, n: int, dtype: str,
+                 b: int, modes: Sequence[str], notes: list[str]):
+        self.name, self.m, self.n, self.dtype, self.b = name, m, n, dtype, b
+        self.modes, self.notes = modes, notes
+        self.label = f"{name} {dtype} B={b}"
+        self.settings = settings(cfg, name)
+        self.jdt = bc.DTYPES[dtype]
+        self.itemsize = jnp.dtype(self.jdt).itemsize
+        self.module = fusion_op(cfg, name, self.jdt, name)
+        self.entries: list[tuple[str, str, bc.Variant]] = []
+        self.twin, self.reference = None, None
+        self.errors: dict[str, float] = {}
+
+    def fits(self) -> bool:
+        """Whether the float32 parameters fit 8 times in 80% of free memory (parameters,
+        gradients, the twin's parameters and gradients, the floor's weights, the check's host
+        copies; on an accelerator the last three are host memory, so 5 times there); notes why
+        not."""
+        x, y = jnp.zeros((self.b, self.m), self.jdt), jnp.zeros((self.b, self.n), self.jdt)
+        shapes = jax.eval_shape(self.module.init, jax.random.key(0), x, y)["params"]
+        self.param_count = sum(math.prod(s.shape) for s in jax.tree.leaves(shapes))
+        copies = 8 if jax.default_backend() == "cpu" else 5
+        need, free = copies * 4 * self.param_count, free_memory_gb() * 2**30
+        if need > 0.8 * free:
+            self.notes.append(f"{self.label}: skipped ({self.param_count:,} parameters, ~"
+                              f"{need / 2**30:.1f} GiB with gradients and copies; free "
+                              f"{free / 2**30:.1f} GiB)")
+            return False
+        return True
+
+    def build_inputs(self) -> None:
+        """Parameters, and the per-call inputs x, y and cotangent g in enough copies that no
+        cache holds them all (the weights, read every call as in a model, are one copy)."""
+        b, m, n = self.b, self.m, self.n
+        x, y = jnp.zeros((b, m), self.jdt), jnp.zeros((b, n), self.jdt)
+        self.params = jax.jit(self.module.init)(jax.random.key(0), x, y)["params"]
+        self.out_shape = jax.eval_shape(self.module.apply, {"params": self.params}, x, y).shape
+        rng = np.random.default_rng(b)
+        base = {"x": rng.standard_normal((b, m), np.float32),
+                "y": rng.standard_normal((b, n), np.float32),
+                "g": rng.standard_normal(self.out_shape, np.float32)}
+        self.copies = copies_for(base, self.itemsize)
+        self.sets = [base] + [{k: rng.standard_normal(a.shape, np.float32)
+                               for k, a in base.items()} for _ in range(self.copies - 1)]
+        # The twins see the inputs rounded to the compute dtype, as our module does.
+        for s in self.sets:
+            for k in ("x", "y"):
+                s[k] = np.asarray(jnp.asarray(s[k], self.jdt).astype(jnp.float32))
+
+    # Our module.
+
+    def ours(self) -> None:
+        """The module jitted, checked against the reference when there is one."""
+        apply = lambda p, x, y: self.module.apply({"params": p}, x, y)
+        args = [[self.params, jnp.asarray(s["x"], self.jdt), jnp.asarray(s["y"], self.jdt),
+                 jnp.asarray(s["g"])] for s in self.sets]
+        fns = {"fwd": jax.jit(apply), "fwd+bwd": jax.jit(loss_grad(apply, 3))}
+        if self.reference is not None:
+            out = fns["fwd"](*args[0][:3])
+            _, (dp, dx, dy) = fns["fwd+bwd"](*args[0])
+            self._check("ours", agreement.flat(out, dx, dy, dp))
+        for mode in self.modes:
+            call = rotating(fns[mode], [a if mode == "fwd+bwd" else a[:3] for a in args])
+            self.entries.append(("ours", mode, bc.Variant(f"ours|{mode}", call)))
+
+    # The floor.
+
+    def floor(self) -> None:
+        """The member's floor ops alone, on random operands: weights once, per-call operands
+        and cotangents in as many copies as the inputs."""
+        self.floor_ops = MEMBERS[self.name].floor(self.b, self.m, self.n, self.settings)
+        specs = [spec for op in self.floor_ops for spec in op.operands(self.jdt)]
+        key = jax.random.key(1)
+
+        def draw(shape, dtype):
+            nonlocal key
+            key, sub = jax.random.split(key)
+            return jax.random.normal(sub, shape, jnp.float32).astype(dtype)
+
+        shared = [None if per_call else draw(shape, dt) for shape, dt, per_call in specs]
+        outs = jax.eval_shape(self._floor_fn, *(jax.ShapeDtypeStruct(s, d) for s, d, _ in specs))
+        args = []
+        for _ in range(self.copies):
+            operands = [w if w is not None else draw(shape, dt)
+                        for w, (shape, dt, _) in zip(shared, specs, strict=True)]
+            args.append([*operands, tuple(draw(o.shape, jnp.float32) for o in outs)])
+        self.floor_bytes_fwd = (sum(math.prod(s) * jnp.dtype(d).itemsize for s, d, _ in specs)
+                                + sum(4 * math.prod(o.shape) for o in outs))
+        self.floor_operand_bytes = sum(math.prod(s) * jnp.dtype(d).itemsize
+                                       for s, d, _ in specs)
+        fns = {"fwd": jax.jit(self._floor_fn),
+               "fwd+bwd": jax.jit(loss_grad(self._floor_fn, len(specs)))}
+        for mode in self.modes:
+            call = rotating(fns[mode], [a if mode == "fwd+bwd" else a[:-1] for a in args])
+            self.entries.append(("floor", mode, bc.Variant(f"floor|{mode}", call)))
+
+    def _floor_fn(self, *operands: jax.Array) -> tuple[jax.Array, ...]:
+        return tuple(op(operands[2 * i], operands[2 * i + 1])
+                     for i, op in enumerate(self.floor_ops))
+
+    # The PyTorch twin.
+
+    def build_reference(self, torch, device: str | None) -> None:
+        """The twin on our parameters, its float32 eager result on the first input copy (the
+        reference) and the tolerances (`agreement.tolerances`: in bfloat16 they take the twin's
+        own bfloat16 error); nothing without torch."""
+        self.torch, self.device = torch, device
+        if torch is None or device is None:
+            return
+        params = jax.tree.map(np.asarray, self.params)
+        self.twin = MEMBERS[self.name].twin(torch, self.settings, self.m, self.n, params,
+                                            device)
+        self.reference = self._torch_result(self.twin.call, self.sets[0], torch.float32)
+        low, self.errors["torch"] = None, 0.0
+        if self.dtype != "f32":
+            low = self._torch_result(self.twin.call, self.sets[0], self._torch_dtype())
+            self.errors["torch"] = max(agreement.relative_error(low[k], r)
+                                       for k, r in self.reference.items())
+        self.tolerance = agreement.tolerances(self.reference, self.dtype, low)
+
+    def _torch_dtype(self):
+        return {"f32": self.torch.float32, "bf16": self.torch.bfloat16}[self.dtype]
+
+    def _tensors(self, s: dict[str, np.ndarray], dtype) -> tuple[Any, Any, Any]:
+        """x, y (requiring gradients) in dtype, g in float32, on the twin's device."""
+        torch = self.torch
+        x, y = (torch.tensor(s[k], device=self.device).to(dtype).requires_grad_(True)
+                for k in ("x", "y"))
+        return x, y, torch.tensor(s["g"], device=self.device)
+
+    def _run(self, fn, dtype):
+        """fn under autocast to dtype (bfloat16) or as is (float32)."""
+        torch = self.torch
+        device_type = "cuda" if self.device == "cuda" else "cpu"
+
+        def run(x, y):
+            with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
+                return fn(x, y)
+
+        return run
+
+    def _torch_result(self, fn, s: dict[str, np.ndarray], dtype) -> dict[str, np.ndarray]:
+        """Output and gradients of sum(out * g) of fn (a twin call in dtype) on one input set."""
+        torch = self.torch
+        x, y, g = self._tensors(s, dtype)
+        run = self._run(fn, dtype)
+        with torch.no_grad():
+            out = run(x, y).float().cpu().numpy()
+        for p in self.twin.parameters:
+            p.grad = None
+        (run(x, y).float() * g).sum().backward()
+        as_np = lambda t: t.detach().float().cpu().numpy()
+        return agreement.flat(out, as_np(x.grad), as_np(y.grad), self.twin.grads())
+
+    def torch_variants(self, compile_: bool) -> None:
+        """The twin eager and under torch.compile, checked, in the compute dtype."""
+        torch = self.torch
+        tdt = self._torch_dtype()
+        sync = torch_sync(torch, self.device)
+        tsets = [self._tensors(s, tdt) for s in self.sets]
+        eager = self._run(self.twin.call, tdt)
+        fns = [("torch", eager)]
+        if compile_:
+            torch.compiler.reset()  # fresh guards per member: no silent fall-back to eager
+            fns.append(("torch.compile", torch.compile(eager, dynamic=False)))
+        params = self.twin.parameters
+        for name, f in fns:
+            if name != "torch":  # eager is the reference (f32) or set the tolerances (bf16)
+                self._check(name, self._torch_result(f, self.sets[0], tdt))
+
+            def fwd(x, y, g, f=f):
+                with torch.no_grad():
+                    return f(x, y)
+
+            def fwd_bwd(x, y, g, f=f):
+                for t in (*params, x, y):
+                    t.grad = None
+                loss = (f(x, y).float() * g).sum()
+                loss.backward()
+                return loss
+
+            for mode in self.modes:
+                call = rotating(fwd if mode == "fwd" else fwd_bwd, tsets)
+                self.entries.append((name, mode, bc.Variant(f"{name}|{mode}", call, sync)))
+
+    def _check(self, variant: str, got: dict[str, np.ndarray]) -> None:
+        err = agreement.check(f"{self.label} {variant}", got, self.reference, self.tolerance)
+        self.errors[variant] = err
+
+    # Counts.
+
+    def flops(self, mode: str) -> float:
+        return op_flops(self.floor_ops, mode)
+
+    def member_bytes(self, mode: str) -> float:
+        """Inputs and every (float32) parameter read once, the output written once; fwd+bwd
+        adds reading the float32 cotangent and writing every gradient once."""
+        reads = self.b * (self.m + self.n) * self.itemsize + 4 * self.param_count
+        out = math.prod(self.out_shape)
+        if mode == "fwd":
+            return reads + out * self.itemsize
+        return 2 * reads + out * (self.itemsize + 4)
+
+    def floor_bytes(self, mode: str) -> float:
+        """Operands read once and float32 outputs written once; fwd+bwd reads the outputs'
+        cotangents and writes every operand's gradient instead."""
+        if mode == "fwd":
+            return self.floor_bytes_fwd
+        return self.floor_bytes_fwd + self.floor_operand_bytes
+
+
+def bench_member(cfg: ml_collections.ConfigDict, name: str, m: int, n: int, dtype: str, b: int,
+                 *, modes: Sequence[str], rounds: int, warmup: int, target_s: float,
+                 refs: list[tuple[str, bc.Variant, float]], copy: tuple[bc.Variant, float],
+                 torch, torch_device: str | None, torch_compile: bool,
+                 notes: list[str]) -> list[dict[str, Any]]:
+    """Checks and times every variant of one member at one (dtype, batch) in the same rounds as
+    `refs` (the GEMM peaks in this dtype, tools.fbp_bench.references.reference_variants) and
+    `copy` (the bandwidth, bandwidth_variant); one row per mode ([] where the member does not
+    fit in memory, with a note)."""
+    mb = MemberBench(cfg, name, m, n, dtype, b, modes, notes)
+    if not mb.fits():
+        return []
+    mb.build_inputs()
+    try:
+        mb.build_reference(torch, torch_device)
+    except (RuntimeError, MemoryError) as e:
+        if not out_of_memory(e):
+            raise
+        notes.append(f"{mb.label}: torch twin out of memory: ours not checked, torch not timed")
+        mb.twin = mb.reference = None
+    mb.ours()
+    mb.floor()
+    if mb.twin is not None:
+        try:
+            mb.torch_variants(torch_compile)
+        except (RuntimeError, MemoryError) as e:
+            if not out_of_memory(e):
+                raise
+            notes.append(f"{mb.label}: torch out of memory: not timed")
+            mb.entries = [entry for entry in mb.entries if not entry[0].startswith("torch")]
+    if mb.reference is None:
+        notes.append(f"{mb.label}: no PyTorch twin on this device: ours not checked")
+    copy, copy_bytes = copy
+    timed = [v for _, v, _ in refs] + [copy] + [v for _, _, v in mb.entries]
+    timings = bc.time_interleaved(timed, rounds=rounds, warmup=warmup, target_s=target_s)
+    peaks = {lib: fl / timings[v.name].median / 1e9 for lib, v, fl in refs}
+    # The fastest GEMM seen in these rounds: a square one, or a GEMM-only floor at the member's
+    # shapes (its FLOPs are all GEMM FLOPs).
+    gemm_only = not any(isinstance(op, FFTConv) for op in mb.floor_ops)
+    floor_rates = [mb.flops(mode) / timings[v.name].median / 1e9
+                   for var, mode, v in mb.entries if var == "floor" and gemm_only]
+    machine_peak = max([*peaks.values(), *floor_rates])
+    bandwidth = copy_bytes / timings[copy.name].median / 1e9
+    physical = lambda fl, nbytes: 1e3 * max(fl / (machine_peak * 1e9), nbytes / (bandwidth * 1e9))
+    rows = []
+    for mode in modes:
+        t = {var: timings[v.name] for var, md, v in mb.entries if md == mode}
+        ms = {var: 1e3 * t[var].median for var in t}
+        fl, nbytes = mb.flops(mode), mb.member_bytes(mode)
+        phys_ms = physical(fl, nbytes)
+        floor_phys_ms = physical(fl, mb.floor_bytes(mode))
+        ours = ms["ours"]
+        rows.append({
+            "member": name, "mode": mode, "dtype": dtype, "batch": b, "m": m, "n": n,
+            "out_dim": mb.out_shape[-1], "settings": mb.settings, "params": mb.param_count,
+            "flops": fl, "bytes": nbytes, "floor_bytes": mb.floor_bytes(mode),
+            "ms": ours, "iqr_pct": 100 * (t["ours"].p75 - t["ours"].p25) / t["ours"].median,
+            "floor_ms": ms["floor"], "x_floor": ours / ms["floor"],
+            "physical_ms": phys_ms, "x_physical": ours / phys_ms,
+            "floor_physical_ms": floor_phys_ms, "floor_x_physical": ms["floor"] / floor_phys_ms,
+            "torch_ms": ms.get("torch"), "torch_compile_ms": ms.get("torch.compile"),
+            "torch_over_ours": ms["torch"] / ours if "torch" in ms else None,
+            "compile_over_ours": (ms["torch.compile"] / ours if "torch.compile" in ms
+                                  else None),
+            "samples_per_s": b / t["ours"].median, "gflops_per_s": fl / t["ours"].median / 1e9,
+            "gemm_peaks_gflops_per_s": peaks, "machine_peak_gflops_per_s": machine_peak,
+            "bandwidth_gb_per_s": bandwidth, "input_copies": mb.copies,
+            "max_rel_error_vs_twin": dict(mb.errors),
+            "timings": {var: tv.as_dict() for var, tv in t.items()}})
+    return rows

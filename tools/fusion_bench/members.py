@@ -1,0 +1,144 @@
+"""The members of the bilinear fusion family the benchmark times, and what each is measured
+against: its floor, the unavoidable GEMMs (and FFTs) alone at the member's shapes, and its
+PyTorch reference transcription (tools/fusion_bench/twins.py).
+
+A member is one entry of MEMBERS: its floor ops and its twin. Our side is the model's own module,
+built by avfbp_jax.models.fusion.fusion_op from a model config, so the benchmark times exactly
+what the model runs with the settings the model uses (`settings`).
+
+Reference sizes (REFERENCE_INPUTS): block.bootstrap.pytorch's VQA 2.0 options
+(Cadene/block.bootstrap.pytorch @ 769a638, block/options/vqa2/{mlb,mutan,tucker,block,mfh,mcb}
+.yaml) fuse a 4800-d skip-thoughts question with 2048-d bottom-up region features in the
+attention fusion (input_dims: [4800, 2048]), once per region, for batches of 64 questions
+(abstract.yaml, dataset.batch_size) over 36 regions: 2304 rows (REFERENCE_ROWS).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from tools.fusion_bench import twins
+
+REFERENCE_INPUTS = (4800, 2048)  # (m, n): question, image region (see above)
+REFERENCE_ROWS = 64 * 36  # one VQA batch of the attention fusion: 64 questions x 36 regions
+
+
+@dataclasses.dataclass(frozen=True)
+class Gemm:
+    """einsum(spec, a, b) with float32 accumulation, a (and b if `batched`) per-call data, b
+    otherwise a weight."""
+
+    spec: str
+    a: tuple[int, ...]
+    b: tuple[int, ...]
+    batched: bool = False
+
+    def __call__(self, a: jax.Array, b: jax.Array) -> jax.Array:
+        return jnp.einsum(self.spec, a, b, preferred_element_type=jnp.float32)
+
+    def flops(self) -> float:
+        """2 per multiply-add: 2 x the product of every index's size."""
+        lhs, rhs = self.spec.split("->")[0].split(",")
+        sizes = dict(zip(lhs, self.a, strict=True)) | dict(zip(rhs, self.b, strict=True))
+        return 2.0 * math.prod(sizes.values())
+
+    def operands(self, dtype: Any) -> list[tuple[tuple[int, ...], Any, bool]]:
+        """(shape, dtype, per-call) of each operand."""
+        return [(self.a, dtype, True), (self.b, dtype, self.batched)]
+
+
+@dataclasses.dataclass(frozen=True)
+class FFTConv:
+    """irfft(rfft(a) * rfft(b), d) over the last axis of float32 (rows, d) arrays: MCB's
+    circular convolution of the two count sketches."""
+
+    rows: int
+    d: int
+
+    def __call__(self, a: jax.Array, b: jax.Array) -> jax.Array:
+        return jnp.fft.irfft(jnp.fft.rfft(a) * jnp.fft.rfft(b), n=self.d)
+
+    def flops(self) -> float:
+        """Three real FFTs of 2.5 d log2 d FLOPs and the complex product, per row."""
+        return self.rows * (3 * 2.5 * self.d * math.log2(self.d) + 6 * (self.d // 2 + 1))
+
+    def operands(self, dtype: Any) -> list[tuple[tuple[int, ...], Any, bool]]:
+        del dtype  # the sketches and FFTs are float32 in every compute dtype, as in ops.mcb
+        return [((self.rows, self.d), jnp.float32, True)] * 2
+
+
+FloorOp = Gemm | FFTConv
+
+
+def dense(b: int, fan_in: int, fan_out: int) -> Gemm:
+    """A linear layer's GEMM, (b, fan_in) @ (fan_in, fan_out)."""
+    return Gemm("bi,ij->bj", (b, fan_in), (fan_in, fan_out))
+
+
+def fbp_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
+    """x W_x, y W_y (k o columns each)."""
+    ko = s["k"] * s["o"]
+    return [dense(b, m, ko), dense(b, n, ko)]
+
+
+def mfh_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
+    """Two stages of x W_x^i, y W_y^i (mm_dim factor columns), then linear_out."""
+    width = s["mm_dim"] * s["factor"]
+    stage = [dense(b, m, width), dense(b, n, width)]
+    return [*stage, *stage, dense(b, 2 * s["mm_dim"], s["output_dim"])]
+
+
+def mcb_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
+    """The sketches' FFT convolution, then linear_out (the count sketches are scatters)."""
+    return [FFTConv(b, s["mm_dim"]), dense(b, s["mm_dim"], s["output_dim"])]
+
+
+def tfn_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
+    """The fused layer contracted with the larger augmented input first (the cheaper order),
+    then with the other one row by row, then the two post-fusion layers."""
+    big, small, k = max(m, n) + 1, min(m, n) + 1, s["post_fusion_dim"]
+    return [Gemm("bi,ijk->bjk", (b, big), (big, small, k)),
+            Gemm("bj,bjk->bk", (b, small), (b, small, k), batched=True),
+            dense(b, k, k), dense(b, k, s["output_dim"])]
+
+
+def lmf_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
+    """The two factor projections of the augmented inputs, rank x output_dim columns each."""
+    r, o = s["rank"], s["output_dim"]
+    return [Gemm("bi,rik->brk", (b, m + 1), (r, m + 1, o)),
+            Gemm("bi,rik->brk", (b, n + 1), (r, n + 1, o))]
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """floor(batch, m, n, settings): the floor's ops; twin: builds the PyTorch twin
+    (tools/fusion_bench/twins.py)."""
+
+    floor: Callable[[int, int, int, dict[str, Any]], list[FloorOp]]
+    twin: Callable[..., twins.Twin]
+
+
+# The family, by FUSION_OPS name. Adding a member is one entry.
+MEMBERS: dict[str, Member] = {
+    "fbp": Member(fbp_floor, twins.fbp),
+    "mfh": Member(mfh_floor, twins.block_style("TorchMFH")),
+    "mcb": Member(mcb_floor, twins.block_style("TorchMCB", float_inputs=True)),
+    "tfn": Member(tfn_floor, twins.tensor_style(lambda tf, s, m, n: tf.TFNFusion(
+        m, n, s["post_fusion_dim"], s["output_dim"], s["post_fusion_dropout"]))),
+    "lmf": Member(lmf_floor, twins.tensor_style(lambda tf, s, m, n: tf.LMFFusion(
+        m, n, s["output_dim"], s["rank"]))),
+}
+
+
+def settings(cfg: ml_collections.ConfigDict, name: str) -> dict[str, Any]:
+    """The member's settings in a model config: FBP's k and o, the others' fusion_ops group."""
+    if name == "fbp":
+        return {"k": cfg.fbp_k, "o": cfg.fbp_o}
+    return cfg.fusion_ops[name].to_dict()
