@@ -12,6 +12,9 @@ the variants of the implementations asked for (`impls`):
   pallas         avfbp_jax.ops.fbp_pallas; fwd+bwd once per residual strategy
                  (pallas:recompute, pallas:keep). Not timed on CPU, where Pallas only runs in
                  interpret mode (not a speed), unless forced
+  mosaic         avfbp_jax.ops.fbp_mosaic, the same kernel on Mosaic GPU (jax >= 0.11, Hopper);
+                 run once first: if it fails, a note says why and the sweep goes on; the note
+                 also gives its forward's difference from fbp. Not timed on CPU unless forced
   torch          a PyTorch twin of the kernel (same math, eager), on CUDA when torch sees a GPU
   torch.compile  the twin under torch.compile                                         impl "torch"
   naive          unfactorized bilinear z_j = x^T W_j y with an explicit W (o, m, n); only where
@@ -82,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-torch", action="store_true", help="same as leaving torch out of --impls")
     p.add_argument("--no-torch-compile", action="store_true")
     p.add_argument("--force-pallas", action="store_true",
-                   help="time the Pallas kernel on CPU too (interpret mode: not a speed)")
+                   help="time the Pallas kernels (pallas, mosaic) on CPU too (interpret mode: "
+                        "not a speed)")
     p.add_argument("--quick", action="store_true",
                    help="tiny sweep (small dims, batches 8 and 32, 3 rounds) for smoke tests")
     p.add_argument("--out", required=True, help="JSON output path")

@@ -21,13 +21,14 @@ Sections run one after another and each must end by the sum of its own and the e
 sections' budgets (time an earlier section left goes to the next one; only "train" has more
 cases to spend it on); a section still running 20 s past that is killed, its finished cases kept.
   setup   20 s  installs the wheels (~10 s), one jax start, nvidia-smi
-  pytest  75 s  the gpu tests (train step, Pallas FBP): each compiles small programs on the GPU
-                and the CPU
-  fbp    110 s  batches 65536 and 8192 x bf16 and f32 x fwd and fwd+bwd x every variant, one
-                run_benchmark call per batch and dtype (each saved when done); torch.compile
-                compiles each shape and mode (8 compiles, about 5-10 s each; the first in a
-                process more), the kernels themselves take milliseconds
-  train  130 s  compiling the paper-sized step is the cost (7 s on a 2-core CPU at batch 8;
+  pytest 100 s  the gpu tests (train step with each FBP kernel, the Pallas FBP on Triton and on
+                Mosaic GPU): each compiles small programs on the GPU and the CPU
+  fbp    125 s  batches 65536 and 8192 x bf16 and f32 x fwd and fwd+bwd x every variant (the
+                Mosaic GPU kernel too: one that fails to compile or run is a note, not a stop),
+                one run_benchmark call per batch and dtype (each saved when done);
+                torch.compile compiles each shape and mode (8 compiles, about 5-10 s each; the
+                first in a process more), the kernels themselves take milliseconds
+  train   90 s  compiling the paper-sized step is the cost (7 s on a 2-core CPU at batch 8;
                 more with GPU autotuning), so not every fusion x dtype x batch. In this order,
                 each for bf16 then f32: amfbp at 256 and 1024 and its largest batch; the other
                 six fusions at 256; amfbp with the Pallas FBP at 1024; amfbp at 64; gfbp's

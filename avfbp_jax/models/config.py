@@ -13,12 +13,15 @@ ADAPTIVE_FUSIONS = ("agfbp", "amfbp")
 # Fusion heads: single streams, concat, late, global FBP, the two wrappers, and every other
 # member of the family as a global head.
 FUSION_TYPES = ("audio", "video", "concat", "late", "gfbp", *ADAPTIVE_FUSIONS, *FUSION_OPS[1:])
-FBP_IMPLS = ("xla", "pallas")
+FBP_IMPLS = ("xla", "pallas", "pallas_mosaic")
 DTYPES = ("float32", "bfloat16")
 AUDIO_ATTENTIONS = ("1d", "2d")
 VIDEO_ENCODERS = ("cnn", "fer", "identity")
 VIDEO_ATTENTIONS = ("sigmoid", "softmax")
 PARAM_GROUPS = ("audio", "video", "fusion")  # AVModel's top-level parameter subtrees
+
+
+TUCKER_MM_DIM = 235  # see fusion_ops_config
 
 
 def fusion_ops_config(output_dim: int = 1000) -> ml_collections.ConfigDict:
@@ -27,7 +30,9 @@ def fusion_ops_config(output_dim: int = 1000) -> ml_collections.ConfigDict:
     Each group holds its module's constructor arguments at the defaults of its reference
     implementation (block.bootstrap.pytorch's fusions for MFH, MLB, MUTAN, Tucker, BLOCK and MCB;
     the authors' code for TFN and LMF; see each module in avfbp_jax/ops). output_dim, which the
-    references leave to the task, is FBP's o of the paper-sized model (chosen).
+    references leave to the task, is FBP's o of the paper-sized model (chosen). One exception,
+    TUCKER_MM_DIM: the reference Tucker's default mm_dim 1600 makes a 1600^3 core (4.1e9
+    parameters, 16 GB), so Tucker gets the 235 its reference's VQA setup uses (chosen).
     """
     block_style = dict(normalize=False, dropout_input=0.0, dropout_pre_lin=0.0,
                        dropout_output=0.0)
@@ -37,7 +42,7 @@ def fusion_ops_config(output_dim: int = 1000) -> ml_collections.ConfigDict:
         "mlb": dict(output_dim=output_dim, mm_dim=1200, activ_input="relu",
                     activ_output="relu", **block_style),
         "mutan": dict(output_dim=output_dim, mm_dim=1600, rank=15, shared=False, **block_style),
-        "tucker": dict(output_dim=output_dim, mm_dim=1600, **block_style),
+        "tucker": dict(output_dim=output_dim, mm_dim=TUCKER_MM_DIM, **block_style),
         "block": dict(output_dim=output_dim, mm_dim=1600, chunks=20, rank=15, shared=False,
                       dropout_input=0.0, dropout_pre_lin=0.0, dropout_output=0.0,
                       pos_norm="before_cat"),
@@ -103,9 +108,11 @@ def model_config() -> ml_collections.ConfigDict:
     c.fbp_k = 5
     c.fbp_o = 1000
     c.fbp_dropout = 0.1
-    # FBP implementation, one of FBP_IMPLS: "xla" (ops.fbp, runs everywhere) or "pallas" (the
-    # fused kernel of ops.fbp_pallas: Triton on a GPU, interpret mode, slow, on a CPU). Same
-    # parameters and function; only the dropout masks differ (a hash instead of jax.random).
+    # FBP implementation, one of FBP_IMPLS: "xla" (ops.fbp, runs everywhere), "pallas" (the
+    # fused kernel of ops.fbp_pallas: Triton on a GPU, interpret mode, slow, on a CPU) or
+    # "pallas_mosaic" (the same fused kernel on Mosaic GPU, ops.fbp_mosaic: jax >= 0.11, a Hopper
+    # GPU, float32 as TF32; its interpreter on a CPU). Same parameters and function; only the
+    # dropout masks differ (the fused kernels' hash instead of jax.random).
     c.fbp_impl = "xla"
     # The op inside agfbp / amfbp (one of FUSION_OPS): "fbp" is the paper's AG-FBP / AM-FBP,
     # another member makes AG-X / AM-X with the same weighting MLP and trunks.

@@ -18,10 +18,14 @@ from avfbp_jax.ops.fbp import FBP
 from avfbp_jax.ops.masking import AttendedSequence, attention_pool, trunk_masks
 from avfbp_jax.ops.mcb import MCB
 from avfbp_jax.ops.mfh import MFH
+from avfbp_jax.ops.mlb import MLB
 from avfbp_jax.ops.tensor_fusion import LMF, TFN
+from avfbp_jax.ops.tucker import Block, Mutan, Tucker
 
 # The family's members other than FBP, by name (FUSION_OPS).
-FAMILY: dict[str, type[nn.Module]] = {"mfh": MFH, "mcb": MCB, "tfn": TFN, "lmf": LMF}
+FAMILY: dict[str, type[nn.Module]] = {
+    "mfh": MFH, "mlb": MLB, "mutan": Mutan, "tucker": Tucker, "block": Block, "mcb": MCB,
+    "tfn": TFN, "lmf": LMF}
 # Parameters of a member that are fixed buffers: saved with the model, never trained.
 FIXED_PARAMS = {"mcb": ("sketch_x", "sketch_y")}  # MCB's count-sketch hashes and signs
 

@@ -2,6 +2,7 @@
 
 from avfbp_jax.ops.bilinear_common import l2_normalize, signed_sqrt
 from avfbp_jax.ops.fbp import FBP, fbp
+from avfbp_jax.ops.fbp_mosaic import fbp_mosaic
 from avfbp_jax.ops.fbp_pallas import dropout_keep_mask, dropout_seed, fbp_pallas
 from avfbp_jax.ops.lrn import local_response_norm
 from avfbp_jax.ops.masking import (
@@ -26,6 +27,7 @@ __all__ = [
     "dropout_keep_mask",
     "dropout_seed",
     "fbp",
+    "fbp_mosaic",
     "fbp_pallas",
     "l2_normalize",
     "length_mask",

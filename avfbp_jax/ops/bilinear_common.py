@@ -1,5 +1,5 @@
 """What the bilinear pooling kernels share: signed square root, L2 normalisation, column check,
-torch.nn.Linear's initialisation and layer, torch activations by name.
+torch.nn.Linear's initialisation and a Dense layer built like it, torch activations by name.
 
 `ops.fbp` (XLA), `ops.fbp_pallas` (fused) and the other members of the bilinear fusion family
 import these from here, so the kernels form a tree rather than importing each other.
@@ -68,15 +68,19 @@ def torch_linear_init(fan_in: int):
     return init
 
 
+def accumulation_dtype(dtype: jnp.dtype) -> jnp.dtype:
+    """float32 for bfloat16 / float32 compute, float64 for float64 (tests under x64)."""
+    return jnp.promote_types(dtype, jnp.float32)
+
+
 def torch_dense(features: int, fan_in: int, dtype: jnp.dtype, name: str) -> nn.Dense:
-    """nn.Dense initialised like torch.nn.Linear(fan_in, features): kernel and bias both
-    U(-1/sqrt(fan_in), 1/sqrt(fan_in)). Parameters are float32; the GEMM runs in `dtype` with
-    float32 accumulation and returns float32."""
-    init = torch_linear_init(fan_in)
-    return nn.Dense(features, dtype=dtype, param_dtype=jnp.float32, kernel_init=init,
-                    bias_init=init, name=name,
-                    dot_general=functools.partial(lax.dot_general,
-                                                  preferred_element_type=jnp.float32))
+    """torch.nn.Linear(fan_in, features) as a Flax Dense: float32 kernel (fan_in, features) and
+    bias, both initialised by `torch_linear_init`; the GEMM runs in `dtype` and returns its
+    float32 accumulation (`accumulation_dtype`), to which the bias (cast to `dtype`) is added."""
+    gemm = functools.partial(lax.dot_general, preferred_element_type=accumulation_dtype(dtype))
+    return nn.Dense(features, dtype=dtype, param_dtype=jnp.float32,
+                    kernel_init=torch_linear_init(fan_in), bias_init=torch_linear_init(fan_in),
+                    dot_general=gemm, name=name)
 
 
 # The torch.nn.functional activations the block.bootstrap fusions name (activ_input,

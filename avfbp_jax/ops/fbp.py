@@ -39,6 +39,7 @@ from avfbp_jax.ops.bilinear_common import (
     signed_sqrt_slope,
     torch_linear_init,
 )
+from avfbp_jax.ops.fbp_mosaic import fbp_mosaic
 from avfbp_jax.ops.fbp_pallas import fbp_pallas
 
 
@@ -164,8 +165,10 @@ class FBP(nn.Module):
       dropout_rate: dropout on the product, active when `deterministic=False`.
       use_bias: projection biases (keep on for AG-FBP, see `bilinear_common.torch_linear_init`).
       dtype: compute dtype of the projections (parameters stay float32).
-      impl: "xla" (`fbp`) or "pallas" (`ops.fbp_pallas.fbp_pallas`, the fused kernel; its
-        dropout mask is a hash, not jax.random). Same parameters, same function.
+      impl: "xla" (`fbp`), "pallas" (`ops.fbp_pallas.fbp_pallas`, the fused kernel through
+        Triton) or "pallas_mosaic" (`ops.fbp_mosaic.fbp_mosaic`, the fused kernel through Mosaic
+        GPU: jax >= 0.11, Hopper). The fused kernels' dropout mask is a hash, not jax.random.
+        Same parameters, same function.
     """
 
     k: int = 5
@@ -188,9 +191,9 @@ class FBP(nn.Module):
         rng = None
         if not deterministic and self.dropout_rate > 0.0:
             rng = self.make_rng("dropout")
-        kernels = {"xla": fbp, "pallas": fbp_pallas}
+        kernels = {"xla": fbp, "pallas": fbp_pallas, "pallas_mosaic": fbp_mosaic}
         if self.impl not in kernels:
-            raise ValueError(f"FBP impl must be 'xla' or 'pallas', got {self.impl!r}")
+            raise ValueError(f"FBP impl must be one of {tuple(kernels)}, got {self.impl!r}")
         kernel = kernels[self.impl]
         return kernel(x.astype(self.dtype), y.astype(self.dtype), w_x, w_y, b_x, b_y, k=self.k,
                       dropout_rate=self.dropout_rate, dropout_rng=rng)

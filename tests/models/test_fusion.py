@@ -13,6 +13,7 @@ from avfbp_jax.models.config import FUSION_OPS, model_config
 from avfbp_jax.models.fusion import FAMILY, Adaptive, FusionHead
 from avfbp_jax.models.model import AVModel
 from avfbp_jax.ops import AttendedSequence, fbp, length_mask
+from avfbp_jax.ops.fbp_mosaic import MOSAIC_GPU_SUPPORTED
 from avfbp_jax.train.presets import synthetic_config
 
 
@@ -142,20 +143,29 @@ def test_gfbp_head_feeds_the_classifier_fbp_times_sqrt_o():
         np.testing.assert_allclose(logits[b], want, rtol=1e-4, atol=1e-5)
 
 
-def test_pallas_fbp_model_equals_xla_fbp_model():
-    """model.fbp_impl = "pallas" (interpret mode here) gives the XLA model's outputs (eval)."""
+@pytest.mark.parametrize("impl", [
+    "pallas",
+    pytest.param("pallas_mosaic", marks=pytest.mark.skipif(
+        not MOSAIC_GPU_SUPPORTED, reason=f"Mosaic GPU Pallas needs jax >= 0.11, found "
+                                         f"{jax.__version__}")),
+])
+def test_fused_fbp_model_equals_xla_fbp_model(impl):
+    """model.fbp_impl = "pallas" or "pallas_mosaic" (interpret mode here) gives the XLA model's
+    outputs (eval)."""
     cfg = tiny_config("amfbp")  # global AG-FBP and the trunks' AG-FBP on (B, N) leading shapes
     batch = varied_batch(cfg)
     variables = random_variables(AVModel(cfg), batch, train=False)
     outputs, kernels = {}, {}
-    for impl in ("xla", "pallas"):
-        cfg.fbp_impl = impl
+    for name in ("xla", impl):
+        cfg.fbp_impl = name
         model = AVModel(cfg.copy_and_resolve_references())
         apply = jax.jit(functools.partial(model.apply, train=False))
-        outputs[impl] = apply(variables, batch)
-        kernels[impl] = str(jax.make_jaxpr(apply)(variables, batch)).count("pallas_call")
-    assert kernels == {"xla": 0, "pallas": 2}  # the global and the trunk AG-FBP
-    (logits, aux), (want_logits, want_aux) = outputs["pallas"], outputs["xla"]
+        outputs[name] = apply(variables, batch)
+        # The fused kernels' primitives: Triton's pallas_call, Mosaic GPU's mpmd_map (jax 0.11+).
+        jaxpr = str(jax.make_jaxpr(apply)(variables, batch))
+        kernels[name] = jaxpr.count("pallas_call") + jaxpr.count("mpmd_map")
+    assert kernels == {"xla": 0, impl: 2}  # the global and the trunk AG-FBP
+    (logits, aux), (want_logits, want_aux) = outputs[impl], outputs["xla"]
     assert np.abs(np.asarray(want_logits[0]) - np.asarray(want_logits[1])).max() > 1e-3
     np.testing.assert_allclose(logits, want_logits, rtol=1e-5, atol=1e-5)
     for name, value in want_aux.items():
@@ -165,14 +175,15 @@ def test_pallas_fbp_model_equals_xla_fbp_model():
 @pytest.mark.parametrize("op", FUSION_OPS[1:])
 def test_fusion_ops_groups_hold_their_modules_arguments(op):
     """model.fusion_ops.<op> is exactly the module's constructor arguments (but dtype), at the
-    module's reference defaults apart from output_dim, in every preset."""
+    module's reference defaults apart from output_dim (and Tucker's mm_dim), in every preset."""
     module = FAMILY[op]
     arguments = {f.name: f.default for f in dataclasses.fields(module)
                  if f.name not in ("parent", "name", "dtype")}
     group = model_config().fusion_ops[op].to_dict()
     assert set(group) == set(arguments)
-    assert {k: v for k, v in group.items() if k != "output_dim"} == {
-        k: v for k, v in arguments.items() if k != "output_dim"}
+    chosen = {"output_dim"} | ({"mm_dim"} if op == "tucker" else set())
+    assert {k: v for k, v in group.items() if k not in chosen} == {
+        k: v for k, v in arguments.items() if k not in chosen}
     for cfg in (tiny_config(), synthetic_config().model):
         assert set(cfg.fusion_ops[op].keys()) == set(arguments)
 

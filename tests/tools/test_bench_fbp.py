@@ -89,6 +89,7 @@ def test_bench_fbp_quick_writes_json(tmp_path):
     assert "numpy" in res["gemm_peaks_by_library_gflops_per_s"]["f32"]
     assert res["bandwidth_gb_per_s"] > 0
     assert any(n.startswith("pallas: not timed on CPU") for n in res["notes"])
+    assert any(n.startswith("mosaic: not timed on CPU") for n in res["notes"])
     assert res["targets"] == []  # the targets are stated at the MFB size, not in a quick run
 
 
@@ -143,3 +144,31 @@ def test_bench_fbp_times_both_pallas_residual_strategies(monkeypatch):
     assert set(calls) == {"recompute", "keep"}
     with pytest.raises(ValueError, match="impls"):
         sweep.run_benchmark([(16, 8, 5, 4)], [8], ["f32"], ["fwd"], ["cuda"], rounds=1)
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_bench_fbp_mosaic_variant_or_a_note_when_it_fails(monkeypatch, fails):
+    # A stand-in for avfbp_jax.ops.fbp_mosaic: fbp with its outputs off by 1e-3 of their scale,
+    # or (fails) a kernel whose compilation fails, as Mosaic GPU's may on a device.
+    def fbp_mosaic(x, y, w_x, w_y, b_x, b_y, *, k):
+        if fails:
+            raise RuntimeError("Mosaic GPU kernel compilation failed\n  detail")
+        return fbp_kernel(x, y, w_x, w_y, b_x, b_y, k=k) * 1.001
+
+    module = types.ModuleType("avfbp_jax.ops.fbp_mosaic")
+    module.fbp_mosaic = fbp_mosaic
+    monkeypatch.setitem(sys.modules, "avfbp_jax.ops.fbp_mosaic", module)
+    res = sweep.run_benchmark([(16, 8, 5, 4)], [8], ["f32"], list(sweep.MODES),
+                              ["xla", "mosaic"], rounds=1, warmup=1, target_ms=0.0,
+                              gemm_size=64, force_pallas=True, log=lambda _: None)
+    variants = {(r["variant"], r["mode"]) for r in res["rows"]}
+    mosaic = {("mosaic", "fwd"), ("mosaic", "fwd+bwd")}
+    xla = {("fbp", "fwd"), ("fbp", "fwd+bwd"), ("fbp+dropout", "fwd+bwd")}
+    assert variants == xla | (set() if fails else mosaic)  # a failure stops only that variant
+    label = "16x8x5x4 f32 B=8"
+    if fails:
+        assert [n for n in res["notes"] if n.startswith("mosaic")] == [
+            f"mosaic {label} {mode}: not timed, RuntimeError: Mosaic GPU kernel compilation "
+            "failed detail" for mode in sweep.MODES]
+    else:
+        assert f"mosaic {label}: forward max |z - fbp z| = 1.0e-03 of max |fbp z|" in res["notes"]

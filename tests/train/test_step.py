@@ -18,6 +18,7 @@ import pytest
 from jax.sharding import Mesh
 
 from avfbp_jax.models.model import AVModel, example_batch
+from avfbp_jax.ops.fbp_mosaic import MOSAIC_GPU_SUPPORTED
 from avfbp_jax.train import optimizer, parallel
 from avfbp_jax.train.modality_dropout import drop_modalities
 from avfbp_jax.train.state import create_train_state
@@ -310,12 +311,14 @@ def _rel(a, b) -> float:
 @pytest.mark.gpu
 @requires_gpu
 @requires_cpu_too
-@pytest.mark.parametrize("fbp_impl", ["xla", "pallas"])
+@pytest.mark.parametrize("fbp_impl", ["xla", "pallas", pytest.param("pallas_mosaic", marks=(
+    pytest.mark.skipif(not MOSAIC_GPU_SUPPORTED, reason="Mosaic GPU Pallas needs jax >= 0.11")))])
 def test_gpu_step_equals_cpu_step(fbp_impl):
     """One jitted, sharded step on the GPU(s) against the same step on one CPU device (XLA FBP),
     from the same initial state (made on the CPU) and batch (ragged lengths, masked frames, a
     padding row; FBP dropout on with the XLA kernel). With fbp_impl "pallas" the GPU step runs
-    the fused Triton kernel.
+    the fused Triton kernel, with "pallas_mosaic" the fused Mosaic GPU kernel (jax >= 0.11, a
+    Hopper GPU).
 
     Tolerances: f32 at matmul precision "highest" (no TF32) must match to reduction-order noise:
     loss to 1e-5 relative, gradients to 3e-3 (||g_gpu - g_cpu|| / ||g_cpu||; on this batch the
@@ -323,11 +326,14 @@ def test_gpu_step_equals_cpu_step(fbp_impl):
     compute carries its own rounding (the CPU bf16 step's gradients differ from the f32 ones by
     24% on this model), so the GPU bf16 step is held to the CPU bf16 step: loss to 1e-2
     relative, and gradients no farther from the f32 reference than 1.5x the CPU bf16 step's
-    distance plus 0.02.
+    distance plus 0.02. The Mosaic GPU kernel runs float32 as TF32 whatever the precision: the
+    CPU step with the FBP forward's x, y, W rounded to TF32 differs from the exact one by 2e-4
+    in the loss and 1.8e-2 in the gradients (the signed sqrt amplifies rounding near z = 0), so
+    its f32 bounds are 1e-3 and 5e-2.
     """
     gpus, cpu = _gpu_devices(), jax.devices("cpu")[:1]
-    # XLA's FBP with dropout 0.1 (its masks must match across devices too); the Pallas kernel's
-    # hash mask differs from jax.random's, so it is compared without dropout.
+    # XLA's FBP with dropout 0.1 (its masks must match across devices too); the fused kernels'
+    # hash mask differs from jax.random's, so they are compared without dropout.
     dropout = 0.1 if fbp_impl == "xla" else 0.0
     ref = {d: _gpu_test_model(d, "xla", dropout) for d in ("float32", "bfloat16")}
     test = {d: _gpu_test_model(d, fbp_impl, dropout) for d in ("float32", "bfloat16")}
@@ -341,9 +347,10 @@ def test_gpu_step_equals_cpu_step(fbp_impl):
     gpu_g, gpu_m = _step_on(gpus, host_state, batch, test["float32"], "highest")
     for m in (ref_m, gpu_m):
         assert m["finite"] == 1.0 and np.isfinite(m["grad_norm"]) and m["grad_norm"] > 0
-    np.testing.assert_allclose(gpu_m["loss"], ref_m["loss"], rtol=1e-5)
+    loss_tol, grad_tol = (1e-3, 5e-2) if fbp_impl == "pallas_mosaic" else (1e-5, 3e-3)
+    np.testing.assert_allclose(gpu_m["loss"], ref_m["loss"], rtol=loss_tol)
     err32 = _rel(gpu_g, ref_g)
-    assert err32 < 3e-3, err32
+    assert err32 < grad_tol, err32
 
     cpu16_g, cpu16_m = _step_on(cpu, host_state, batch, ref["bfloat16"])
     gpu16_g, gpu16_m = _step_on(gpus, host_state, batch, test["bfloat16"])

@@ -60,7 +60,7 @@ class Plan:
         cores = os.cpu_count() or 16
         return cls(
             dry_run=False, total_s=480,
-            budgets={"setup": 20, "pytest": 75, "fbp": 110, "train": 130, "corpus": 170,
+            budgets={"setup": 20, "pytest": 100, "fbp": 125, "train": 90, "corpus": 170,
                      "host": 25, "e2e": 120},
             fbp_dims=(512, 512, 5, 1000), fbp_batches=(8192, 65536), fbp_dtypes=("bf16", "f32"),
             fbp_rounds=5, fbp_target_ms=20.0,

@@ -1,5 +1,6 @@
 """The FBP benchmark's JAX variants: the XLA two-GEMM floor, `fbp` (with and without dropout), the
-Pallas kernel and the naive unfactorized layer, each jitted, forward only or forward+backward."""
+Pallas kernel (Triton and Mosaic GPU) and the naive unfactorized layer, each jitted, forward only
+or forward+backward."""
 
 from __future__ import annotations
 
@@ -91,4 +92,35 @@ def pallas_variants(sets: list[dict[str, jax.Array]], k: int, modes: Sequence[st
                 x, y, wx, wy, bx, by, k=k, residuals=residuals)
             name = "pallas" if mode == "fwd" else f"pallas:{residuals}"
             out.append(jax_entry(name, mode, f, 6, kernel_args(sets, mode)))
+    return out
+
+
+def mosaic_variants(sets: list[dict[str, jax.Array]], k: int, modes: Sequence[str], label: str,
+                    notes: list[str]) -> list[Entry]:
+    """avfbp_jax.ops.fbp_mosaic, forward and fwd+bwd, each run once before it is timed.
+
+    Mosaic GPU is experimental (jax >= 0.11, Hopper GPUs): a variant that fails to compile or run
+    is left out with a note, and the sweep goes on. The forward's largest difference from `fbp`
+    (relative to fbp's largest output) is noted, as a check that the timed kernel is right.
+    """
+    fbp_mosaic = importlib.import_module("avfbp_jax.ops.fbp_mosaic").fbp_mosaic
+    f = lambda x, y, wx, wy, bx, by: fbp_mosaic(x, y, wx, wy, bx, by, k=k)
+    out = []
+    for mode in modes:
+        args = kernel_args(sets, mode)
+        entry = jax_entry("mosaic", mode, f, 6, args)
+        try:
+            if mode == "fwd":
+                got = np.asarray(jax.jit(f)(*args[0]), np.float32)
+                want = np.asarray(fbp_kernel(*args[0], k=k), np.float32)
+                diff = np.abs(got - want).max() / np.abs(want).max()
+                notes.append(f"mosaic {label}: forward max |z - fbp z| = {diff:.1e} of max "
+                             "|fbp z|")
+            else:
+                jax.block_until_ready(entry[2].call())
+        except Exception as e:  # noqa: BLE001 - an experimental backend's failure is a result
+            message = " ".join(str(e).split())[:500]
+            notes.append(f"mosaic {label} {mode}: not timed, {type(e).__name__}: {message}")
+            continue
+        out.append(entry)
     return out

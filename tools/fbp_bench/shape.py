@@ -18,6 +18,7 @@ from tools.fbp_bench.inputs import CACHE_BYTES, copies_for, make_inputs
 from tools.fbp_bench.jax_variants import (
     device_sets,
     jax_entry,
+    mosaic_variants,
     naive_fn,
     pallas_variants,
     xla_variants,
@@ -28,10 +29,12 @@ from tools.fbp_bench.torch_twin import torch_variants
 
 def bench_shape(dims: Dims, dtype: str, b: int, *, modes: Sequence[str], impls: Sequence[str],
                 rounds: int, warmup: int, target_s: float, gemm_size: int, torch,
-                torch_device: str | None, torch_compile: bool, run_pallas: bool,
+                torch_device: str | None, torch_compile: bool, fused: Sequence[str],
                 naive_max_gb: float, naive_max_s: float, peak_seen: dict[str, float],
                 notes: list[str]) -> list[dict[str, Any]]:
-    """Times every variant of one (dims, dtype, batch) with the references, interleaved."""
+    """Times every variant of one (dims, dtype, batch) with the references, interleaved.
+
+    fused: the fused kernels to time ("pallas", "mosaic"; see sweep.FUSED_MODULES)."""
     m, n, k, o = dims
     itemsize = jnp.dtype(bc.DTYPES[dtype]).itemsize
     label = f"{m}x{n}x{k}x{o} {dtype} B={b}"
@@ -43,8 +46,10 @@ def bench_shape(dims: Dims, dtype: str, b: int, *, modes: Sequence[str], impls: 
     sets = [base] + [{name: a.copy() for name, a in base.items()} for _ in range(copies - 1)]
     jsets = device_sets(sets, dtype)
     entries = xla_variants(jsets, k, modes, impls)
-    if "pallas" in impls and run_pallas:
+    if "pallas" in fused:
         entries += pallas_variants(jsets, k, modes)
+    if "mosaic" in fused:
+        entries += mosaic_variants(jsets, k, modes, label, notes)
     if "floor" in impls and dtype == "f32" and jax.default_backend() == "cpu":
         entries += gemm_floor("numpy", np.matmul, lambda shape: np.empty(shape, np.float32),
                               sets, modes, lambda _: None)

@@ -17,7 +17,9 @@ from tools.fbp_bench.shape import bench_shape
 from tools.fbp_bench.torch_twin import torch_device_for
 
 MODES = ("fwd", "fwd+bwd")
-IMPLS = ("floor", "xla", "pallas", "torch", "naive")
+IMPLS = ("floor", "xla", "pallas", "mosaic", "torch", "naive")
+# The fused kernels (interpret mode on CPU: timed there only when forced) and their modules.
+FUSED_MODULES = {"pallas": "avfbp_jax.ops.fbp_pallas", "mosaic": "avfbp_jax.ops.fbp_mosaic"}
 MFB_DIMS = (512, 512, 5, 1000)  # the original MFB size: the issue's targets are stated here
 
 
@@ -35,7 +37,8 @@ def targets(rows: list[dict[str, Any]], backend: str) -> list[dict[str, Any]]:
 
     CPU (f32, fwd+bwd): fbp <= 1.25x the XLA floor and <= torch eager; goal: <= torch.compile.
     Pallas (f32 and bf16, B >= 8192): fwd <= 1.05x floor, fwd+bwd <= 1.15x (each residual
-    strategy), and torch.compile at least 1.5x slower than it in both modes.
+    strategy), and torch.compile at least 1.5x slower than it in both modes; the same for its
+    Mosaic GPU version ("mosaic"), Triton's successor in Pallas.
     """
     dims = "x".join(map(str, MFB_DIMS))
     out = []
@@ -57,12 +60,13 @@ def targets(rows: list[dict[str, Any]], backend: str) -> list[dict[str, Any]]:
         if backend == "cpu" or b < 8192:
             continue
         for name, mode, limit in [("pallas", "fwd", 1.05), ("pallas:recompute", "fwd+bwd", 1.15),
-                                  ("pallas:keep", "fwd+bwd", 1.15)]:
-            pallas = get.get((name, mode))
-            out += _ratio_target(f"{name} {mode} <= {limit}x floor {at}", pallas,
+                                  ("pallas:keep", "fwd+bwd", 1.15), ("mosaic", "fwd", 1.05),
+                                  ("mosaic", "fwd+bwd", 1.15)]:
+            kernel = get.get((name, mode))
+            out += _ratio_target(f"{name} {mode} <= {limit}x floor {at}", kernel,
                                  get.get(("floor", mode)), limit)
             out += _ratio_target(f"{name} {mode} >= 1.5x faster than torch.compile {at}",
-                                 get.get(("torch.compile", mode)), pallas, 1.5, at_least=True)
+                                 get.get(("torch.compile", mode)), kernel, 1.5, at_least=True)
     return out
 
 
@@ -75,7 +79,8 @@ def run_benchmark(dims: Sequence[Dims], batches: Sequence[int], dtypes: Sequence
     """Runs the sweep and returns the JSON-able result: rows, machine, GEMM peaks, targets, notes.
 
     impls: subset of IMPLS ("floor" also times torch's and numpy's GEMMs where present).
-    force_pallas: time Pallas on CPU too (interpret mode: a correctness run, not a speed).
+    force_pallas: time the fused kernels ("pallas", "mosaic") on CPU too (interpret mode: a
+    correctness run, not a speed).
     """
     for name, got, allowed in [("modes", modes, MODES), ("dtypes", dtypes, tuple(bc.DTYPES)),
                                ("impls", impls, IMPLS)]:
@@ -89,16 +94,19 @@ def run_benchmark(dims: Sequence[Dims], batches: Sequence[int], dtypes: Sequence
     torch, torch_device = None, None
     if "torch" in impls or "floor" in impls:
         torch, torch_device = torch_device_for(backend, notes)
-    run_pallas = "pallas" in impls and (backend != "cpu" or force_pallas)
-    if "pallas" in impls and not run_pallas:
-        notes.append("pallas: not timed on CPU (interpret mode is not a speed measurement;"
-                     " force_pallas / --force-pallas runs it anyway)")
-    if run_pallas:
+    fused = []
+    for name, module in FUSED_MODULES.items():
+        if name not in impls:
+            continue
+        if backend == "cpu" and not force_pallas:
+            notes.append(f"{name}: not timed on CPU (interpret mode is not a speed measurement;"
+                         " force_pallas / --force-pallas runs it anyway)")
+            continue
         try:
-            importlib.import_module("avfbp_jax.ops.fbp_pallas")
+            importlib.import_module(module)
+            fused.append(name)
         except ImportError as e:
-            notes.append(f"pallas: avfbp_jax.ops.fbp_pallas not importable ({e}): not timed")
-            run_pallas = False
+            notes.append(f"{name}: {module} not importable ({e}): not timed")
 
     info = bc.machine_info()
     # Settings that change CPU speed without changing numbers (the allocator: see the README).
@@ -116,7 +124,7 @@ def run_benchmark(dims: Sequence[Dims], batches: Sequence[int], dtypes: Sequence
                 rows += bench_shape(dim, dtype, b, modes=modes, impls=impls, rounds=rounds,
                                     warmup=warmup, target_s=target_ms / 1e3, gemm_size=gemm_size,
                                     torch=torch, torch_device=torch_device,
-                                    torch_compile=torch_compile, run_pallas=run_pallas,
+                                    torch_compile=torch_compile, fused=fused,
                                     naive_max_gb=naive_max_gb, naive_max_s=naive_max_s,
                                     peak_seen=peak_seen, notes=notes)
                 log(f"  done {rows[-1]['dims']} {dtype} B={b}")
