@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from avfbp_jax.ops.tucker import chunk_sizes
 from tools.fusion_bench import twins
 
 REFERENCE_INPUTS = (4800, 2048)  # (m, n): question, image region (see above)
@@ -100,6 +101,37 @@ def mcb_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
     return [FFTConv(b, s["mm_dim"]), dense(b, s["mm_dim"], s["output_dim"])]
 
 
+def mlb_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
+    """linear0, linear1 (mm_dim columns each), linear_out."""
+    return [dense(b, m, s["mm_dim"]), dense(b, n, s["mm_dim"]),
+            dense(b, s["mm_dim"], s["output_dim"])]
+
+
+def mutan_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
+    """linear0, linear1, the two merge layers (rank mm_dim columns each; one when shared),
+    linear_out."""
+    d = s["mm_dim"]
+    merges = [dense(b, d, s["rank"] * d)] * (1 if s["shared"] else 2)
+    return [dense(b, m, d), dense(b, n, d), *merges, dense(b, d, s["output_dim"])]
+
+
+def tucker_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
+    """linear0, linear1, the full core contracted with x0 (one GEMM) then with x1 row by row,
+    linear_out."""
+    d = s["mm_dim"]
+    return [dense(b, m, d), dense(b, n, d), Gemm("bi,ijk->bjk", (b, d), (d, d, d)),
+            Gemm("bj,bjk->bk", (b, d), (b, d, d), batched=True), dense(b, d, s["output_dim"])]
+
+
+def block_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
+    """linear0, linear1, each block's two merge layers (size -> rank size columns; one when
+    shared), linear_out."""
+    d, r = s["mm_dim"], s["rank"]
+    merges = [dense(b, c, r * c) for c in chunk_sizes(d, s["chunks"]) if c]
+    return [dense(b, m, d), dense(b, n, d), *merges * (1 if s["shared"] else 2),
+            dense(b, d, s["output_dim"])]
+
+
 def tfn_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
     """The fused layer contracted with the larger augmented input first (the cheaper order),
     then with the other one row by row, then the two post-fusion layers."""
@@ -128,8 +160,12 @@ class Member:
 # The family, by FUSION_OPS name. Adding a member is one entry.
 MEMBERS: dict[str, Member] = {
     "fbp": Member(fbp_floor, twins.fbp),
-    "mfh": Member(mfh_floor, twins.block_style("TorchMFH")),
-    "mcb": Member(mcb_floor, twins.block_style("TorchMCB", float_inputs=True)),
+    "mfh": Member(mfh_floor, twins.block_style("mfh_mcb", "TorchMFH")),
+    "mlb": Member(mlb_floor, twins.block_style("block_fusions", "MLB")),
+    "mutan": Member(mutan_floor, twins.block_style("block_fusions", "Mutan")),
+    "tucker": Member(tucker_floor, twins.block_style("block_fusions", "Tucker")),
+    "block": Member(block_floor, twins.block_style("block_fusions", "Block")),
+    "mcb": Member(mcb_floor, twins.block_style("mfh_mcb", "TorchMCB", float_inputs=True)),
     "tfn": Member(tfn_floor, twins.tensor_style(lambda tf, s, m, n: tf.TFNFusion(
         m, n, s["post_fusion_dim"], s["output_dim"], s["post_fusion_dropout"]))),
     "lmf": Member(lmf_floor, twins.tensor_style(lambda tf, s, m, n: tf.LMFFusion(

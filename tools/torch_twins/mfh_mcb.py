@@ -153,10 +153,10 @@ def forward_backward(module: nn.Module, x: np.ndarray, y: np.ndarray, cotangent:
     out = module([xt, yt])
     out.backward(torch.tensor(cotangent, dtype=dtype))
     return {"out": out.detach().numpy(), "x": xt.grad.numpy(), "y": yt.grad.numpy(),
-            "params": linear_grads(module)}
+            "params": grads_as_flax(module)}
 
 
-def linear_grads(module: nn.Module) -> dict:
+def grads_as_flax(module: nn.Module) -> dict:
     """The gradients of the twin's Linear layers in our layout, {layer: {"kernel", "bias"}}
     (numpy on the host, the twin's dtype)."""
     as_np = lambda t: t.detach().cpu().numpy()
