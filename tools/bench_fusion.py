@@ -38,8 +38,8 @@ import jax
 from avfbp_jax import atomic
 from avfbp_jax.models.config import model_config, tiny_model_config
 from tools import bench_common as bc
+from tools.fusion_bench import REFERENCE_INPUTS
 from tools.fusion_bench.agreement import Disagreement
-from tools.fusion_bench.members import REFERENCE_INPUTS
 from tools.fusion_bench.report import report
 from tools.fusion_bench.sweep import FAMILY, MODES, run_benchmark
 
@@ -55,19 +55,19 @@ def main(argv: list[str] | None = None) -> int:
                    help="m:n, the two inputs' sizes")
     p.add_argument("--dtypes", default="f32")
     p.add_argument("--modes", default=",".join(MODES))
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--target-ms", type=float, default=50.0, help="time per sample (reps/sample)")
     p.add_argument("--gemm-size", type=int, default=None,
                    help="side of the peak GEMM (default 1024 on a CPU, 8192 on accelerators)")
     p.add_argument("--no-torch", action="store_true", help="no twins (and no check)")
     p.add_argument("--no-torch-compile", action="store_true")
     p.add_argument("--quick", action="store_true",
-                   help="tiny sizes (tiny_model_config, inputs 24:16, batch 8, 3 rounds)")
+                   help="tiny sizes (tiny_model_config, inputs 24:16, batch 8, f32 and bf16)")
     p.add_argument("--out", required=True, help="JSON output path")
     if p.parse_known_args(argv)[0].quick:  # presets; flags given explicitly still win
-        p.set_defaults(batches="8", inputs="{}:{}".format(*QUICK_INPUTS), rounds=3, warmup=1,
-                       target_ms=5.0, gemm_size=128, dtypes="f32,bf16")
+        p.set_defaults(batches="8", inputs="{}:{}".format(*QUICK_INPUTS), target_ms=5.0,
+                       gemm_size=128, dtypes="f32,bf16")
     args = p.parse_args(argv)
     batches = args.batches or ("16" if jax.default_backend() == "cpu" else "2304,8192")
     try:

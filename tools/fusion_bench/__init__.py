@@ -15,3 +15,11 @@ parameter (float32) once and writes its output once, forward+backward also reads
 cotangent and writes every gradient once; the floor reads its operands and writes float32
 outputs, forward+backward reads the cotangents and writes the operands' gradients.
 """
+
+# Reference sizes: block.bootstrap.pytorch's VQA 2.0 options (Cadene/block.bootstrap.pytorch
+# @ 769a638, block/options/vqa2/{mlb,mutan,tucker,block,mfh,mcb}.yaml) fuse a 4800-d
+# skip-thoughts question with 2048-d bottom-up region features in the attention fusion
+# (input_dims: [4800, 2048]), once per region, for batches of 64 questions (abstract.yaml,
+# dataset.batch_size) over 36 regions. (No jax here: the device suite's driver reads these.)
+REFERENCE_INPUTS = (4800, 2048)  # (m, n): question, image region
+REFERENCE_ROWS = 64 * 36  # one VQA batch of the attention fusion: 64 questions x 36 regions

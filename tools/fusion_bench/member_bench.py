@@ -1,7 +1,7 @@
 """One member of the fusion benchmark at one (dtype, batch): our module, its floor and its PyTorch
 twin (eager, torch.compile), each forward and forward+backward, checked against the twin's
-float32 result and then timed in the same interleaved rounds as the GEMM peaks and the copy
-bandwidth; one row per mode."""
+float64 result (tools/fusion_bench/agreement.py), then timed in the same interleaved rounds as
+the GEMM peaks and the copy bandwidth; one row per mode."""
 
 from __future__ import annotations
 
@@ -21,20 +21,10 @@ from tools.fbp_bench.jax_variants import loss_grad
 from tools.fbp_bench.references import torch_sync
 from tools.fbp_bench.sweep import free_memory_gb
 from tools.fusion_bench import agreement
-from tools.fusion_bench.members import MEMBERS, FFTConv, FloorOp, settings
+from tools.fusion_bench.members import MEMBERS, FFTConv, settings
 
 MODES = ("fwd", "fwd+bwd")
-VARIANTS = ("ours", "floor", "torch", "torch.compile")
 CHECK_ROWS = 64  # the check compares the first rows' outputs and those rows' gradients
-# Backward work relative to the forward's: each GEMM has an input and a weight gradient of its
-# own size; the FFT convolution's gradient takes three more transforms.
-BWD_FACTOR = {"Gemm": 3.0, "FFTConv": 2.0}
-
-
-def op_flops(ops: Sequence[FloorOp], mode: str) -> float:
-    """FLOPs of the ops (see counts in tools/fusion_bench/__init__.py)."""
-    return sum(op.flops() * (1.0 if mode == "fwd" else BWD_FACTOR[type(op).__name__])
-               for op in ops)
 
 
 def out_of_memory(e: BaseException) -> bool:
@@ -261,7 +251,8 @@ class MemberBench:
     # Counts.
 
     def flops(self, mode: str) -> float:
-        return op_flops(self.floor_ops, mode)
+        """The floor ops' FLOPs (see tools/fusion_bench/__init__.py)."""
+        return sum(op.flops(mode) for op in self.floor_ops)
 
     def member_bytes(self, mode: str) -> float:
         """Inputs and every (float32) parameter read once, the output written once; fwd+bwd

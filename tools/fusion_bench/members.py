@@ -4,13 +4,8 @@ PyTorch reference transcription (tools/fusion_bench/twins.py).
 
 A member is one entry of MEMBERS: its floor ops and its twin. Our side is the model's own module,
 built by avfbp_jax.models.fusion.fusion_op from a model config, so the benchmark times exactly
-what the model runs with the settings the model uses (`settings`).
-
-Reference sizes (REFERENCE_INPUTS): block.bootstrap.pytorch's VQA 2.0 options
-(Cadene/block.bootstrap.pytorch @ 769a638, block/options/vqa2/{mlb,mutan,tucker,block,mfh,mcb}
-.yaml) fuse a 4800-d skip-thoughts question with 2048-d bottom-up region features in the
-attention fusion (input_dims: [4800, 2048]), once per region, for batches of 64 questions
-(abstract.yaml, dataset.batch_size) over 36 regions: 2304 rows (REFERENCE_ROWS).
+what the model runs with the settings the model uses (`settings`). The reference sizes are in
+tools/fusion_bench/__init__.py.
 """
 
 from __future__ import annotations
@@ -27,32 +22,28 @@ import ml_collections
 from avfbp_jax.ops.tucker import chunk_sizes
 from tools.fusion_bench import twins
 
-REFERENCE_INPUTS = (4800, 2048)  # (m, n): question, image region (see above)
-REFERENCE_ROWS = 64 * 36  # one VQA batch of the attention fusion: 64 questions x 36 regions
-
 
 @dataclasses.dataclass(frozen=True)
 class Gemm:
-    """einsum(spec, a, b) with float32 accumulation, a (and b if `batched`) per-call data, b
-    otherwise a weight."""
+    """einsum(spec, a, b) with float32 accumulation: a is per-call data, b a weight."""
 
     spec: str
     a: tuple[int, ...]
     b: tuple[int, ...]
-    batched: bool = False
 
     def __call__(self, a: jax.Array, b: jax.Array) -> jax.Array:
         return jnp.einsum(self.spec, a, b, preferred_element_type=jnp.float32)
 
-    def flops(self) -> float:
-        """2 per multiply-add: 2 x the product of every index's size."""
+    def flops(self, mode: str) -> float:
+        """2 per multiply-add, 2 x the product of every index's size; 3x forward+backward (an
+        input and a weight gradient of the same size)."""
         lhs, rhs = self.spec.split("->")[0].split(",")
         sizes = dict(zip(lhs, self.a, strict=True)) | dict(zip(rhs, self.b, strict=True))
-        return 2.0 * math.prod(sizes.values())
+        return 2.0 * math.prod(sizes.values()) * (1 if mode == "fwd" else 3)
 
     def operands(self, dtype: Any) -> list[tuple[tuple[int, ...], Any, bool]]:
         """(shape, dtype, per-call) of each operand."""
-        return [(self.a, dtype, True), (self.b, dtype, self.batched)]
+        return [(self.a, dtype, True), (self.b, dtype, False)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,9 +57,11 @@ class FFTConv:
     def __call__(self, a: jax.Array, b: jax.Array) -> jax.Array:
         return jnp.fft.irfft(jnp.fft.rfft(a) * jnp.fft.rfft(b), n=self.d)
 
-    def flops(self) -> float:
-        """Three real FFTs of 2.5 d log2 d FLOPs and the complex product, per row."""
-        return self.rows * (3 * 2.5 * self.d * math.log2(self.d) + 6 * (self.d // 2 + 1))
+    def flops(self, mode: str) -> float:
+        """Three real FFTs of 2.5 d log2 d FLOPs and the complex product, per row; 2x
+        forward+backward (the gradient takes three more transforms)."""
+        fwd = self.rows * (3 * 2.5 * self.d * math.log2(self.d) + 6 * (self.d // 2 + 1))
+        return fwd * (1 if mode == "fwd" else 2)
 
     def operands(self, dtype: Any) -> list[tuple[tuple[int, ...], Any, bool]]:
         del dtype  # the sketches and FFTs are float32 in every compute dtype, as in ops.mcb
@@ -116,11 +109,12 @@ def mutan_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
 
 
 def tucker_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
-    """linear0, linear1, the full core contracted with x0 (one GEMM) then with x1 row by row,
+    """linear0, linear1, the full core contracted with x0 (one GEMM; the contraction of its
+    (b, mm_dim, mm_dim) result with x1 is a product and sum per row, elementwise work),
     linear_out."""
     d = s["mm_dim"]
     return [dense(b, m, d), dense(b, n, d), Gemm("bi,ijk->bjk", (b, d), (d, d, d)),
-            Gemm("bj,bjk->bk", (b, d), (b, d, d), batched=True), dense(b, d, s["output_dim"])]
+            dense(b, d, s["output_dim"])]
 
 
 def block_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
@@ -133,19 +127,19 @@ def block_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
 
 
 def tfn_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
-    """The fused layer contracted with the larger augmented input first (the cheaper order),
-    then with the other one row by row, then the two post-fusion layers."""
+    """The fused layer's kernel contracted with the larger augmented input (one GEMM; the
+    contraction of its (b, smaller + 1, k) result with the other input is a product and sum
+    per row), then the two post-fusion layers."""
     big, small, k = max(m, n) + 1, min(m, n) + 1, s["post_fusion_dim"]
-    return [Gemm("bi,ijk->bjk", (b, big), (big, small, k)),
-            Gemm("bj,bjk->bk", (b, small), (b, small, k), batched=True),
-            dense(b, k, k), dense(b, k, s["output_dim"])]
+    return [Gemm("bi,ijk->bjk", (b, big), (big, small, k)), dense(b, k, k),
+            dense(b, k, s["output_dim"])]
 
 
 def lmf_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
-    """The two factor projections of the augmented inputs, rank x output_dim columns each."""
+    """The two factor projections of the augmented inputs, each one GEMM of rank x
+    output_dim columns (in the (in, out) layout a GEMM reads in place)."""
     r, o = s["rank"], s["output_dim"]
-    return [Gemm("bi,rik->brk", (b, m + 1), (r, m + 1, o)),
-            Gemm("bi,rik->brk", (b, n + 1), (r, n + 1, o))]
+    return [dense(b, m + 1, r * o), dense(b, n + 1, r * o)]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,4 +47,7 @@ def report(result: dict[str, Any], markdown: bool = False) -> str:
                    f" {bw[len(bw) // 2]:.1f} GB/s")
     out += [result["flop_counting"], result["byte_counting"]]
     out += [f"note: {note}" for note in result["notes"]]
+    out += [f"ERROR {error}" for error in result["errors"]]
+    if result["skipped"]:
+        out.append("skipped for time: " + ", ".join(result["skipped"]))
     return "\n".join(out)
