@@ -120,8 +120,8 @@ def test_floor_weights_are_the_modules_weight_matrices(name):
 
 
 def test_floor_op_flops_and_the_fft_convolution():
-    g = members.Gemm("bi,rik->brk", (2, 3), (4, 3, 5))
-    assert g.flops("fwd") == 2 * 2 * 3 * 4 * 5 and g.flops("fwd+bwd") == 3 * g.flops("fwd")
+    g = members.Gemm(2, 3, 20)
+    assert g.flops("fwd") == 2 * 2 * 3 * 20 and g.flops("fwd+bwd") == 3 * g.flops("fwd")
     f = members.FFTConv(2, 8)
     assert f.flops("fwd") == 2 * (3 * 2.5 * 8 * 3 + 6 * 5)
     assert f.flops("fwd+bwd") == 2 * f.flops("fwd")

@@ -25,25 +25,24 @@ from tools.fusion_bench import twins
 
 @dataclasses.dataclass(frozen=True)
 class Gemm:
-    """einsum(spec, a, b) with float32 accumulation: a is per-call data, b a weight."""
+    """(rows, k) @ (k, cols) with float32 accumulation: per-call data times a weight, in the
+    layout a GEMM reads in place (whatever layout the member keeps its weight in)."""
 
-    spec: str
-    a: tuple[int, ...]
-    b: tuple[int, ...]
+    rows: int
+    k: int
+    cols: int
 
-    def __call__(self, a: jax.Array, b: jax.Array) -> jax.Array:
-        return jnp.einsum(self.spec, a, b, preferred_element_type=jnp.float32)
+    def __call__(self, a: jax.Array, w: jax.Array) -> jax.Array:
+        return jnp.dot(a, w, preferred_element_type=jnp.float32)
 
     def flops(self, mode: str) -> float:
-        """2 per multiply-add, 2 x the product of every index's size; 3x forward+backward (an
-        input and a weight gradient of the same size)."""
-        lhs, rhs = self.spec.split("->")[0].split(",")
-        sizes = dict(zip(lhs, self.a, strict=True)) | dict(zip(rhs, self.b, strict=True))
-        return 2.0 * math.prod(sizes.values()) * (1 if mode == "fwd" else 3)
+        """2 per multiply-add; 3x forward+backward (an input and a weight gradient of the
+        same size)."""
+        return 2.0 * self.rows * self.k * self.cols * (1 if mode == "fwd" else 3)
 
     def operands(self, dtype: Any) -> list[tuple[tuple[int, ...], Any, bool]]:
         """(shape, dtype, per-call) of each operand."""
-        return [(self.a, dtype, True), (self.b, dtype, False)]
+        return [((self.rows, self.k), dtype, True), ((self.k, self.cols), dtype, False)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,41 +70,36 @@ class FFTConv:
 FloorOp = Gemm | FFTConv
 
 
-def dense(b: int, fan_in: int, fan_out: int) -> Gemm:
-    """A linear layer's GEMM, (b, fan_in) @ (fan_in, fan_out)."""
-    return Gemm("bi,ij->bj", (b, fan_in), (fan_in, fan_out))
-
-
 def fbp_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
     """x W_x, y W_y (k o columns each)."""
     ko = s["k"] * s["o"]
-    return [dense(b, m, ko), dense(b, n, ko)]
+    return [Gemm(b, m, ko), Gemm(b, n, ko)]
 
 
 def mfh_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
     """Two stages of x W_x^i, y W_y^i (mm_dim factor columns), then linear_out."""
     width = s["mm_dim"] * s["factor"]
-    stage = [dense(b, m, width), dense(b, n, width)]
-    return [*stage, *stage, dense(b, 2 * s["mm_dim"], s["output_dim"])]
+    stage = [Gemm(b, m, width), Gemm(b, n, width)]
+    return [*stage, *stage, Gemm(b, 2 * s["mm_dim"], s["output_dim"])]
 
 
 def mcb_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
     """The sketches' FFT convolution, then linear_out (the count sketches are scatters)."""
-    return [FFTConv(b, s["mm_dim"]), dense(b, s["mm_dim"], s["output_dim"])]
+    return [FFTConv(b, s["mm_dim"]), Gemm(b, s["mm_dim"], s["output_dim"])]
 
 
 def mlb_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
     """linear0, linear1 (mm_dim columns each), linear_out."""
-    return [dense(b, m, s["mm_dim"]), dense(b, n, s["mm_dim"]),
-            dense(b, s["mm_dim"], s["output_dim"])]
+    return [Gemm(b, m, s["mm_dim"]), Gemm(b, n, s["mm_dim"]),
+            Gemm(b, s["mm_dim"], s["output_dim"])]
 
 
 def mutan_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
     """linear0, linear1, the two merge layers (rank mm_dim columns each; one when shared),
     linear_out."""
     d = s["mm_dim"]
-    merges = [dense(b, d, s["rank"] * d)] * (1 if s["shared"] else 2)
-    return [dense(b, m, d), dense(b, n, d), *merges, dense(b, d, s["output_dim"])]
+    merges = [Gemm(b, d, s["rank"] * d)] * (1 if s["shared"] else 2)
+    return [Gemm(b, m, d), Gemm(b, n, d), *merges, Gemm(b, d, s["output_dim"])]
 
 
 def tucker_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
@@ -113,17 +107,16 @@ def tucker_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
     (b, mm_dim, mm_dim) result with x1 is a product and sum per row, elementwise work),
     linear_out."""
     d = s["mm_dim"]
-    return [dense(b, m, d), dense(b, n, d), Gemm("bi,ijk->bjk", (b, d), (d, d, d)),
-            dense(b, d, s["output_dim"])]
+    return [Gemm(b, m, d), Gemm(b, n, d), Gemm(b, d, d * d), Gemm(b, d, s["output_dim"])]
 
 
 def block_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
     """linear0, linear1, each block's two merge layers (size -> rank size columns; one when
     shared), linear_out."""
     d, r = s["mm_dim"], s["rank"]
-    merges = [dense(b, c, r * c) for c in chunk_sizes(d, s["chunks"]) if c]
-    return [dense(b, m, d), dense(b, n, d), *merges * (1 if s["shared"] else 2),
-            dense(b, d, s["output_dim"])]
+    merges = [Gemm(b, c, r * c) for c in chunk_sizes(d, s["chunks"]) if c]
+    return [Gemm(b, m, d), Gemm(b, n, d), *merges * (1 if s["shared"] else 2),
+            Gemm(b, d, s["output_dim"])]
 
 
 def tfn_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
@@ -131,15 +124,13 @@ def tfn_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
     contraction of its (b, smaller + 1, k) result with the other input is a product and sum
     per row), then the two post-fusion layers."""
     big, small, k = max(m, n) + 1, min(m, n) + 1, s["post_fusion_dim"]
-    return [Gemm("bi,ijk->bjk", (b, big), (big, small, k)), dense(b, k, k),
-            dense(b, k, s["output_dim"])]
+    return [Gemm(b, big, small * k), Gemm(b, k, k), Gemm(b, k, s["output_dim"])]
 
 
 def lmf_floor(b: int, m: int, n: int, s: dict[str, Any]) -> list[FloorOp]:
-    """The two factor projections of the augmented inputs, each one GEMM of rank x
-    output_dim columns (in the (in, out) layout a GEMM reads in place)."""
+    """The two factor projections of the augmented inputs, rank x output_dim columns each."""
     r, o = s["rank"], s["output_dim"]
-    return [dense(b, m + 1, r * o), dense(b, n + 1, r * o)]
+    return [Gemm(b, m + 1, r * o), Gemm(b, n + 1, r * o)]
 
 
 @dataclasses.dataclass(frozen=True)
