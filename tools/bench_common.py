@@ -178,6 +178,16 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, st
     return "\n".join([line(heads), line(["-" * w for w in widths]), *map(line, body)])
 
 
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]]
+                   ) -> str:
+    """The same table in Markdown."""
+    cell = lambda r, key, fmt: "-" if r.get(key) is None else format(r[key], fmt)
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r, key, fmt) for key, _, fmt in columns) + " |"
+              for r in rows]
+    return "\n".join(lines)
+
+
 def parse_ints(text: str) -> list[int]:
     """'8,32' -> [8, 32]."""
     return [int(t) for t in text.split(",") if t.strip()]

@@ -16,3 +16,6 @@ def test_time_interleaved_and_table():
     lines = text.splitlines()
     assert len(lines) == 4 and len({len(line) for line in lines}) == 1
     assert lines[2].split() == ["1.50", "long-name"] and lines[3].split() == ["-", "-"]
+    md = bench_common.markdown_table([{"x": 1.5, "y": "long-name"}, {"x": None}],
+                                      [("x", "x", ".2f"), ("y", "name", "")])
+    assert md.splitlines() == ["| x | name |", "|---|---|", "| 1.50 | long-name |", "| - | - |"]

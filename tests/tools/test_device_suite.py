@@ -18,6 +18,7 @@ from tools.device import gpu_tests
 from tools.device.driver import Section
 from tools.device.plan import SECTIONS, Plan
 from tools.device.train_step import StepRunner
+from tools.fusion_bench.sweep import FAMILY
 
 
 def _positive(x) -> bool:
@@ -53,6 +54,12 @@ def test_dry_run_produces_every_section(tmp_path):
     fbp = s["fbp"]["result"]["rows"]
     assert {(r["variant"], r["mode"]) for r in fbp} >= {("floor", "fwd"), ("fbp", "fwd+bwd")}
     assert all(_positive(r["median_s"]) for r in fbp)
+    fusion = s["fusion"]["result"]
+    assert {(r["member"], r["mode"]) for r in fusion["rows"]} == {
+        (name, mode) for name in FAMILY for mode in ("fwd", "fwd+bwd")}
+    assert all(_positive(r["ms"]) and _positive(r["floor_ms"]) and "ours" in
+               r["max_rel_error_vs_twin"] for r in fusion["rows"])
+    assert not fusion["errors"] and not fusion["skipped"]
 
     train = s["train"]
     assert set(train["gemm_peak_tflops"]) == set(plan.dtypes)
@@ -90,6 +97,7 @@ def test_dry_run_produces_every_section(tmp_path):
 
     md = (out / "suite.md").read_text()
     assert "commit abc1234" in md and "| amfbp | xla | bf16 | 16 |" in md
+    assert "Fusion family" in md and "| lmf | fwd+bwd | f32 | 8 |" in md
     assert proc.stdout.rstrip().endswith(md.rstrip().splitlines()[-1])  # tables printed last
 
 

@@ -13,6 +13,8 @@ runs in the background from the start of "pytest" on half the cores, and "host" 
   pytest  gpu_tests.py   `pytest -m gpu` with every platform visible (JAX_PLATFORMS empty),
                          per-test outcomes
   fbp     fbp.py         tools.fbp_bench's run_benchmark at the MFB size 512:512:5:1000
+  fusion  fusion.py      tools.fusion_bench's run_benchmark: the fusion family at the VQA
+                         reference sizes, ours against its floor and the PyTorch twin
   train   train_step.py  the paper-sized train step: every fusion x dtype at one batch, a batch
                          sweep and the largest batch that fits, GEMM peaks timed in the same
                          process

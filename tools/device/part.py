@@ -15,7 +15,8 @@ from avfbp_jax import atomic
 from tools.device.plan import Plan
 
 # section -> module of tools.device that runs it
-MODULES = {"setup": "machine", "pytest": "gpu_tests", "fbp": "fbp", "train": "train_step",
+MODULES = {"setup": "machine", "pytest": "gpu_tests", "fbp": "fbp", "fusion": "fusion",
+           "train": "train_step",
            "corpus": "corpus", "host": "host", "e2e": "e2e"}
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import dataclasses
 import os
 
-SECTIONS = ("setup", "pytest", "fbp", "train", "corpus", "host", "e2e")
+from tools.fusion_bench import REFERENCE_INPUTS, REFERENCE_ROWS
+
+SECTIONS = ("setup", "pytest", "fbp", "fusion", "train", "corpus", "host", "e2e")
 GIB = 2**30
 
 
@@ -27,6 +29,13 @@ class Plan:
     fbp_rounds: int
     fbp_target_ms: float
     fbp_torch_compile: bool
+    # fusion
+    fusion_inputs: tuple[int, int]
+    fusion_batches: tuple[int, ...]
+    fusion_dtypes: tuple[str, ...]
+    fusion_rounds: int
+    fusion_target_ms: float
+    fusion_member_s: float  # a member is started only with this much of the budget left
     # train
     width: float  # stream width multiplier (1 = paper-sized)
     seconds: float  # audio per sample
@@ -60,11 +69,14 @@ class Plan:
         cores = os.cpu_count() or 16
         return cls(
             dry_run=False, total_s=480,
-            budgets={"setup": 20, "pytest": 100, "fbp": 125, "train": 90, "corpus": 170,
-                     "host": 25, "e2e": 120},
+            budgets={"setup": 20, "pytest": 100, "fbp": 125, "fusion": 40, "train": 50,
+                     "corpus": 170, "host": 25, "e2e": 120},
             fbp_dims=(512, 512, 5, 1000), fbp_batches=(8192, 65536), fbp_dtypes=("bf16", "f32"),
             fbp_rounds=5, fbp_target_ms=20.0,
-            fbp_torch_compile=True, width=1.0, seconds=4.0, frames=40, gemm_size=8192,
+            fbp_torch_compile=True, fusion_inputs=REFERENCE_INPUTS,
+            fusion_batches=(REFERENCE_ROWS,), fusion_dtypes=("bf16",), fusion_rounds=3,
+            fusion_target_ms=10.0, fusion_member_s=6.0, width=1.0, seconds=4.0, frames=40,
+            gemm_size=8192,
             fusions=("amfbp", "audio", "video", "concat", "late", "gfbp", "agfbp"),
             dtypes=("bf16", "f32"),
             step_batch=256, fit_batches=(256, 1024), small_batches=(64,), pallas_batches=(1024,),
@@ -82,11 +94,13 @@ class Plan:
         """Tiny sizes on the CPU: every section and code path, in about a minute."""
         return cls(
             dry_run=True, total_s=600,
-            budgets={"setup": 60, "pytest": 120, "fbp": 120, "train": 180, "corpus": 120,
-                     "host": 60, "e2e": 180},
+            budgets={"setup": 60, "pytest": 120, "fbp": 120, "fusion": 120, "train": 180,
+                     "corpus": 120, "host": 60, "e2e": 180},
             fbp_dims=(32, 24, 5, 16), fbp_batches=(8,), fbp_dtypes=("f32", "bf16"), fbp_rounds=2,
             fbp_target_ms=5.0,
-            fbp_torch_compile=False, width=0.03, seconds=1.0, frames=10, gemm_size=256,
+            fbp_torch_compile=False, fusion_inputs=(24, 16), fusion_batches=(8,),
+            fusion_dtypes=("f32",), fusion_rounds=2, fusion_target_ms=5.0, fusion_member_s=0.0,
+            width=0.03, seconds=1.0, frames=10, gemm_size=256,
             fusions=("amfbp",), dtypes=("bf16",),
             step_batch=8, fit_batches=(8, 16), small_batches=(), pallas_batches=(),
             max_fusions=("amfbp",),

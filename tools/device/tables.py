@@ -84,6 +84,12 @@ def markdown(result: dict[str, Any]) -> str:
 
         lines += ["FBP kernel (tools.fbp_bench.sweep.run_benchmark):", "",
                   report(fbp, markdown=True), ""]
+    fusion = s.get("fusion", {}).get("result", {})
+    if fusion.get("rows"):
+        from tools.fusion_bench.report import report as fusion_report
+
+        lines += ["Fusion family (tools.fusion_bench.sweep.run_benchmark):", "",
+                  fusion_report(fusion, markdown=True), ""]
     tr = s.get("train", {})
     if tr.get("rows"):
         peaks = tr.get("gemm_peak_tflops", {})

@@ -27,14 +27,7 @@ def report(result: dict[str, Any], markdown: bool = False) -> str:
     backend = result["machine"]["backend"]
     cols = columns(backend)
     rows = [dict(r, tflops_per_s=r["gflops_per_s"] / 1e3) for r in result["rows"]]
-    if markdown:
-        cell = lambda r, key, fmt: "-" if r.get(key) is None else format(r[key], fmt)
-        lines = ["| " + " | ".join(h for _, h, _ in cols) + " |", "|" + "---|" * len(cols)]
-        lines += ["| " + " | ".join(cell(r, key, fmt) for key, _, fmt in cols) + " |"
-                  for r in rows]
-        table = "\n".join(lines)
-    else:
-        table = bc.format_table(rows, cols)
+    table = (bc.markdown_table if markdown else bc.format_table)(rows, cols)
     out = [table, ""]
     for d, libs in result["gemm_peaks_by_library_gflops_per_s"].items():
         peaks = ", ".join(f"{lib} {v:.1f}" for lib, v in libs.items())

@@ -146,11 +146,17 @@ def run_benchmark(dims: Sequence[Dims], batches: Sequence[int], dtypes: Sequence
 
 
 def free_memory_gb() -> float:
-    """Free memory of the default device (host memory on CPU), in GiB."""
+    """Free memory of the default device (available host memory on CPU), in GiB."""
     dev = jax.devices()[0]
     stats = dev.memory_stats() if hasattr(dev, "memory_stats") else None
     if stats and "bytes_limit" in stats:
         return (stats["bytes_limit"] - stats.get("bytes_in_use", 0)) / 2**30
+    try:  # MemAvailable: free memory and the page cache the kernel can give back (Linux)
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) for line in f
+                        if line.startswith("MemAvailable:")) / 2**20
+    except (OSError, StopIteration, ValueError):
+        pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
     except (ValueError, OSError):

@@ -198,7 +198,7 @@ def grads_as_flax(module: nn.Module) -> dict[str, dict[str, np.ndarray]]:
     out: dict[str, dict[str, np.ndarray]] = {}
     for name, p in _named(module):
         mod, leaf = _flax_key(name)
-        g = p.grad.detach().double().numpy()
+        g = p.grad.detach().double().cpu().numpy()
         out.setdefault(mod, {})[leaf] = np.moveaxis(g, 0, -1) if leaf == "kernel" else g
     return out
 

@@ -152,7 +152,13 @@ def forward_backward(module: nn.Module, x: np.ndarray, y: np.ndarray, cotangent:
     module.zero_grad()
     out = module([xt, yt])
     out.backward(torch.tensor(cotangent, dtype=dtype))
-    params = {name: {"kernel": layer.weight.grad.numpy().T, "bias": layer.bias.grad.numpy()}
-              for name, layer in module.named_children() if isinstance(layer, nn.Linear)}
     return {"out": out.detach().numpy(), "x": xt.grad.numpy(), "y": yt.grad.numpy(),
-            "params": params}
+            "params": grads_as_flax(module)}
+
+
+def grads_as_flax(module: nn.Module) -> dict:
+    """The gradients of the twin's Linear layers in our layout, {layer: {"kernel", "bias"}}
+    (numpy on the host, the twin's dtype)."""
+    as_np = lambda t: t.detach().cpu().numpy()
+    return {name: {"kernel": as_np(layer.weight.grad).T, "bias": as_np(layer.bias.grad)}
+            for name, layer in module.named_children() if isinstance(layer, nn.Linear)}

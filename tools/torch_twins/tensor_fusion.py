@@ -22,7 +22,7 @@ from torch import nn
 
 def _with_one(h: torch.Tensor) -> torch.Tensor:
     """[1; h] for h (batch, d), the constant first as in the reference."""
-    return torch.cat([torch.ones(h.shape[0], 1, dtype=h.dtype), h], dim=1)
+    return torch.cat([torch.ones(h.shape[0], 1, dtype=h.dtype, device=h.device), h], dim=1)
 
 
 class TFNFusion(nn.Module):
@@ -137,7 +137,7 @@ def grads_as_flax(module: nn.Module, flax_params) -> dict:
         node = out
         for k in key[:-1]:
             node = node.setdefault(k, {})
-        node[key[-1]] = _to_flax(name, p.grad.detach().double().numpy(), shape)
+        node[key[-1]] = _to_flax(name, p.grad.detach().double().cpu().numpy(), shape)
     return out
 
 
