@@ -16,7 +16,7 @@ from tools.device.plan import Plan
 
 # section -> module of tools.device that runs it
 MODULES = {"setup": "machine", "pytest": "gpu_tests", "fbp": "fbp", "train": "train_step",
-           "corpus": "corpus", "host": "host", "e2e": "e2e"}
+           "twin": "twin", "corpus": "corpus", "host": "host", "e2e": "e2e"}
 
 
 class Part(dict):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-SECTIONS = ("setup", "pytest", "fbp", "train", "corpus", "host", "e2e")
+SECTIONS = ("setup", "pytest", "fbp", "train", "twin", "corpus", "host", "e2e")
 GIB = 2**30
 
 
@@ -18,7 +18,7 @@ class Plan:
     total_s: float  # the whole suite
     # Seconds per section. Sections run in SECTIONS order (but "corpus", in the background) and
     # each ends by the sum of its own and the earlier sections' budgets after the start, so a
-    # section may use what earlier ones left (only "train" has cases to spend it on).
+    # section may use what earlier ones left (only "train" and "twin" have cases to spend it on).
     budgets: dict[str, float]
     # fbp
     fbp_dims: tuple[int, int, int, int]
@@ -43,6 +43,10 @@ class Plan:
     batch_multiple: int  # the largest batch is a multiple of this
     memory_limit_gb: float | None  # None: the device's bytes_limit
     step_rounds: int
+    # twin (our AM-FBP step against its PyTorch twin's; timed with step_rounds)
+    twin_widths: tuple[float, ...]
+    twin_batch: int
+    twin_compile: str  # torch.compile backend of the twin, "none" for the eager twin only
     # corpus, host, e2e
     clips: int
     clip_seconds: tuple[float, float]
@@ -60,8 +64,8 @@ class Plan:
         cores = os.cpu_count() or 16
         return cls(
             dry_run=False, total_s=480,
-            budgets={"setup": 20, "pytest": 75, "fbp": 110, "train": 130, "corpus": 170,
-                     "host": 25, "e2e": 120},
+            budgets={"setup": 20, "pytest": 75, "fbp": 110, "train": 70, "twin": 60,
+                     "corpus": 170, "host": 25, "e2e": 120},
             fbp_dims=(512, 512, 5, 1000), fbp_batches=(8192, 65536), fbp_dtypes=("bf16", "f32"),
             fbp_rounds=5, fbp_target_ms=20.0,
             fbp_torch_compile=True, width=1.0, seconds=4.0, frames=40, gemm_size=8192,
@@ -70,6 +74,7 @@ class Plan:
             step_batch=256, fit_batches=(256, 1024), small_batches=(64,), pallas_batches=(1024,),
             max_fusions=("amfbp", "gfbp"),
             max_batch_cap=65536, batch_multiple=64, memory_limit_gb=None, step_rounds=3,
+            twin_widths=(1.0, 0.125), twin_batch=256, twin_compile="inductor",
             # 366 clips per class: 256 train each (70/15/15 split), so 1024 train clips fill
             # exactly one batch of 1024 with no padding row.
             clips=1464, clip_seconds=(3.6, 4.0), workers=max(1, cores // 2),
@@ -82,8 +87,8 @@ class Plan:
         """Tiny sizes on the CPU: every section and code path, in about a minute."""
         return cls(
             dry_run=True, total_s=600,
-            budgets={"setup": 60, "pytest": 120, "fbp": 120, "train": 180, "corpus": 120,
-                     "host": 60, "e2e": 180},
+            budgets={"setup": 60, "pytest": 120, "fbp": 120, "train": 180, "twin": 180,
+                     "corpus": 120, "host": 60, "e2e": 180},
             fbp_dims=(32, 24, 5, 16), fbp_batches=(8,), fbp_dtypes=("f32", "bf16"), fbp_rounds=2,
             fbp_target_ms=5.0,
             fbp_torch_compile=False, width=0.03, seconds=1.0, frames=10, gemm_size=256,
@@ -91,6 +96,7 @@ class Plan:
             step_batch=8, fit_batches=(8, 16), small_batches=(), pallas_batches=(),
             max_fusions=("amfbp",),
             max_batch_cap=16, batch_multiple=8, memory_limit_gb=0.5, step_rounds=2,
+            twin_widths=(0.03,), twin_batch=8, twin_compile="aot_eager",
             clips=16, clip_seconds=(0.8, 1.0), workers=2,
             loader_batches=(8,), loader_threads=2, loader_seconds=0.5,
             e2e_steps=3, e2e_batch=8,
