@@ -18,6 +18,10 @@ Sections (each printed as a table and written to the JSON):
             --build-cache N clips.
   compiles  warm up the step on every bucket shape, then run the loader's (or bucket-shaped)
             batches through it and count XLA compilations (jax.monitoring): must be 0.
+  twin      our AM-FBP step against its PyTorch twin's (tools/torch_twins: same parameters,
+            batch, loss, AdamW, clipping and schedule), eager and under torch.compile
+            (--twin-compile), for each --twin-widths x --batches x --dtypes (bf16: torch
+            autocast for the twin); samples/s and time over ours (tools/train_bench/twin.py).
 
 Variants are timed in interleaved rounds (see tools/bench_common.py); report ratios.
 The default widths are small so that the CPU run finishes in minutes (--width scales the audio
@@ -26,6 +30,7 @@ FCN and the frame CNN); use --width 1 on an accelerator for the paper-sized mode
   python3 -m tools.bench_train --out /tmp/bench_train.json --cache /path/to/cache
   python3 -m tools.bench_train --sections loader --build-cache 96 --batches 32,64 --out l.json
   python3 -m tools.bench_train --quick --out /tmp/q.json    # tiny smoke run
+  python3 -m tools.bench_train --sections twin --batches 8 --out /tmp/twin.json
 
 The library is tools/train_bench/ (the device suite uses its step case and loader benchmark).
 """
@@ -52,8 +57,9 @@ from tools.train_bench.loader import cache_description, loader_rows, loader_vs_s
 from tools.train_bench.report import plot, summary
 from tools.train_bench.step_case import MODEL_DTYPES
 from tools.train_bench.steps import bench_lengths, bench_steps
+from tools.train_bench.twin import COMPILE_BACKENDS, bench_twin
 
-SECTIONS = ("step", "length", "loader", "compiles")
+SECTIONS = ("step", "length", "loader", "compiles", "twin")
 COMPILE_KEYS = ("warmup_shapes", "compiles_after_warmup", "steps_after_warmup")
 
 
@@ -82,6 +88,10 @@ def parser() -> argparse.ArgumentParser:
                    help="warm measuring time of the loader per batch size and cache mode")
     p.add_argument("--loader-batches", type=int, default=8,
                    help="loader batches the step runs on (and the loop's length)")
+    p.add_argument("--twin-widths", default=None,
+                   help="widths of the twin section (default: --width's, then 1, the paper's)")
+    p.add_argument("--twin-compile", default="inductor", choices=COMPILE_BACKENDS,
+                   help="torch.compile backend of the twin ('none': eager twin only)")
     p.add_argument("--sections", default=",".join(SECTIONS))
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
@@ -105,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     if p.parse_known_args(argv)[0].quick:  # presets; flags given explicitly still win
         p.set_defaults(fusions="gfbp,amfbp", batches="8", dtypes="f32", seconds=1.0,
                        lengths="1,2", frame_sweep="5,10", buckets="1,2", rounds=2, warmup=1,
-                       loader_batches=2, loader_seconds=0.5, width=0.03, gemm_size=256)
+                       loader_batches=2, loader_seconds=0.5, width=0.03, gemm_size=256,
+                       twin_widths="0.03")
     args = p.parse_args(argv)
     backend = jax.default_backend()
     width = args.width or (0.125 if backend == "cpu" else 1.0)
@@ -157,6 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     if "compiles" in sections and "compiles" not in result:
         result["compiles"] = compiles_without_cache(one, counter, batch=min(batches),
                                                     buckets=buckets, fps=args.fps, width=width)
+
+    if "twin" in sections:
+        widths = ([float(w) for w in args.twin_widths.split(",") if w] if args.twin_widths
+                  else list(dict.fromkeys([width, 1.0])))
+        result["twin"] = bench_twin(
+            meshes.get(1, one), widths=widths, dtypes=dtypes, batches=batches,
+            seconds=args.seconds, frames=math.ceil(args.seconds * args.fps - 1e-6),
+            compile_=args.twin_compile, notes=result["notes"], **timing)
 
     print(summary(result))
     for path in filter(None, (args.out, args.plot)):

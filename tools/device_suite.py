@@ -18,31 +18,36 @@ does, so the suite cannot rot unseen).
 
 Time budget on one H200 with 16 cores, 8 minutes in all (Plan.device() in tools/device/plan.py).
 Sections run one after another and each must end by the sum of its own and the earlier
-sections' budgets (time an earlier section left goes to the next one; only "train" has more
-cases to spend it on); a section still running 20 s past that is killed, its finished cases kept.
+sections' budgets (time an earlier section left goes to the next one; only "train" and "twin"
+have more cases to spend it on); a section still running 20 s past that is killed, its finished
+cases kept.
   setup   20 s  installs the wheels (~10 s), one jax start, nvidia-smi
-  pytest 100 s  the gpu tests (train step with each FBP kernel, the Pallas FBP on Triton and on
+  pytest  90 s  the gpu tests (train step with each FBP kernel, the Pallas FBP on Triton and on
                 Mosaic GPU): each compiles small programs on the GPU and the CPU
-  fbp    125 s  batches 65536 and 8192 x bf16 and f32 x fwd and fwd+bwd x every variant (the
+  fbp    105 s  batches 65536 and 8192 x bf16 and f32 x fwd and fwd+bwd x every variant (the
                 Mosaic GPU kernel too: one that fails to compile or run is a note, not a stop),
                 one run_benchmark call per batch and dtype (each saved when done);
                 torch.compile compiles each shape and mode (8 compiles, about 5-10 s each; the
                 first in a process more), the kernels themselves take milliseconds
-  fusion  40 s  the fusion family (tools.fusion_bench) at the VQA reference sizes, 4800 x 2048
+  fusion  35 s  the fusion family (tools.fusion_bench) at the VQA reference sizes, 4800 x 2048
                 inputs, batch 2304, bf16: each member (ours, floor, torch eager, fwd and fwd+bwd,
                 checked against the twin first) takes ~5 s, mostly 5 XLA compiles and the
                 float64 reference, so members run in the model's order while 6 s are left and
-                the rest are listed as skipped. Its 40 s came from train (90 -> 50), the
-                section that lists what does not fit rather than failing; time fusion leaves
-                goes back to train
-  train   50 s  compiling the paper-sized step is the cost (7 s on a 2-core CPU at batch 8;
+                the rest are listed as skipped. Its 35 s came from train (the section that
+                lists what does not fit rather than failing); time fusion leaves goes to train
+  train   40 s  compiling the paper-sized step is the cost (7 s on a 2-core CPU at batch 8;
                 more with GPU autotuning), so not every fusion x dtype x batch. In this order,
                 each for bf16 then f32: amfbp at 256 and 1024 and its largest batch; the other
                 six fusions at 256; amfbp with the Pallas FBP at 1024; amfbp at 64; gfbp's
                 largest batch. What does not fit in time is listed as skipped; time that pytest,
                 fbp and fusion leave goes here
-  corpus 170 s  in the background of pytest, fbp, fusion and train, on 8 processes (half the
-                cores, so the timed sections keep theirs): 1464 clips of 3.6-4 s synthesised
+  twin    45 s  amfbp at batch 256 against its PyTorch twin (tools/train_bench/twin.py), width
+                1 then 0.125, bf16 then f32: ours and the eager twin timed and saved first,
+                then torch.compile (its compile of forward, backward and AdamW is the cost) and
+                all three again; cases that cannot fit are listed as skipped; time the train
+                section leaves goes here
+  corpus 170 s  in the background of pytest, fbp, fusion, train and twin, on 8 processes (half
+                the cores, so the timed sections keep theirs): 1464 clips of 3.6-4 s synthesised
                 (~5 clips/s per core here) and prepared (~2.5 clips/s per core)
   host    25 s  loader at batch 256 and 1024 with 16 threads, bytes per sample, host->device
   e2e    120 s  large_batch.py, 300 steps of 1024 in bf16 + one evaluation (two compiles)

@@ -75,6 +75,13 @@ def test_dry_run_produces_every_section(tmp_path):
     assert largest["found"] == plan.max_batch_cap and largest["capped"]
     assert _positive(largest["bytes_per_sample"]) and largest["fit_batches"] == [8, 16]
 
+    twin = s["twin"]
+    assert [(r["width"], r["dtype"], r["impl"]) for r in twin["rows"]] == [
+        (w, d, impl) for w in plan.twin_widths for d in plan.dtypes
+        for impl in ("jax", "torch", "torch.compile")]
+    assert all(_positive(r["samples_per_s"]) and _positive(r["over_jax"]) for r in twin["rows"])
+    assert twin["rows"][0]["twin_logits_rel_err"] <= 1e-4 and not twin["skipped"]
+
     assert s["corpus"]["clips"] == plan.clips and _positive(s["corpus"]["prepare_clips_per_s"])
     rows = s["host"]["rows"]
     assert [r["in_memory"] for r in rows] == [True, False]  # read into memory, memory-mapped
@@ -98,6 +105,7 @@ def test_dry_run_produces_every_section(tmp_path):
     md = (out / "suite.md").read_text()
     assert "commit abc1234" in md and "| amfbp | xla | bf16 | 16 |" in md
     assert "Fusion family" in md and "| lmf | fwd+bwd | f32 | 8 |" in md
+    assert "| 0.03 | bf16 | torch.compile |" in md
     assert proc.stdout.rstrip().endswith(md.rstrip().splitlines()[-1])  # tables printed last
 
 

@@ -16,8 +16,8 @@ from tools.device.plan import Plan
 
 # section -> module of tools.device that runs it
 MODULES = {"setup": "machine", "pytest": "gpu_tests", "fbp": "fbp", "fusion": "fusion",
-           "train": "train_step",
-           "corpus": "corpus", "host": "host", "e2e": "e2e"}
+           "train": "train_step", "twin": "twin", "corpus": "corpus", "host": "host",
+           "e2e": "e2e"}
 
 
 class Part(dict):

@@ -123,6 +123,24 @@ def markdown(result: dict[str, Any]) -> str:
                                  ("why", "note", "")]) + [""]
         if tr.get("skipped"):
             lines += ["Skipped for time: " + "; ".join(tr["skipped"]) + ".", ""]
+    tw = s.get("twin", {})
+    if tw.get("rows"):
+        lines += [f"Train step against its PyTorch twin (tools/torch_twins): AM-FBP, batch "
+                  f"{tw['batch']}, {tw['seconds']:g} s audio + {tw['frames']} frames per sample, "
+                  f"the same parameters, batch, loss and optimizer; bf16 is torch autocast for "
+                  f"the twin; torch.compile backend {tw['compile']}; time/jax > 1: ours is "
+                  f"faster; logits err: the float32 twin's eval logits against ours:", ""]
+        lines += _table(tw["rows"], [("width", "width", "g"), ("dtype", "dtype", ""),
+                                     ("impl", "step", ""), ("compile_s", "compile s", ".1f"),
+                                     ("first_call_s", "1st call s", ".1f"),
+                                     ("ms", "ms/step", ".1f"),
+                                     ("samples_per_s", "samples/s", ",.0f"),
+                                     ("over_jax", "time/jax", ".2f"),
+                                     ("twin_logits_rel_err", "logits err", ".1e")]) + [""]
+        lines += [f"Twin notes: {'; '.join(tw.get('notes', []))}."]
+        if tw.get("skipped"):
+            lines += ["Twin cases skipped for time: " + "; ".join(tw["skipped"]) + "."]
+        lines += [""]
     h = s.get("host", {})
     if h.get("rows"):
         lines += [f"Host: loader over {h['clips']} clips, {h['threads']} threads:", ""]

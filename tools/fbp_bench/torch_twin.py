@@ -1,5 +1,6 @@
-"""The PyTorch side of the FBP benchmark: a twin of avfbp_jax.ops.fbp (same math), eager and under
-torch.compile, torch's GEMM floor, and the check that the twin computes what the kernel does."""
+"""The PyTorch side of the FBP benchmark: the twin of avfbp_jax.ops.fbp (tools.torch_twins.fbp)
+eager and under torch.compile, torch's GEMM floor, and the check that the twin computes what the
+kernel does. torch is imported where it is needed (it is optional)."""
 
 from __future__ import annotations
 
@@ -10,35 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from avfbp_jax.ops import fbp as fbp_kernel
-from avfbp_jax.ops.bilinear_common import NORM_FLOOR, SQRT_GRAD_FLOOR
 from tools import bench_common as bc
 from tools.fbp_bench.inputs import KERNEL_ARGS, Entry, rotating
 from tools.fbp_bench.references import gemm_floor, torch_sync
-
-
-def torch_twin(torch):
-    """Returns the PyTorch twin of avfbp_jax.ops.fbp (dropout off): same math, same floors."""
-
-    class SignedSqrt(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, z):
-            ctx.save_for_backward(z)
-            return torch.sign(z) * torch.sqrt(torch.abs(z))
-
-        @staticmethod
-        def backward(ctx, g):
-            (z,) = ctx.saved_tensors
-            return g * 0.5 * torch.rsqrt(torch.clamp(torch.abs(z), min=SQRT_GRAD_FLOOR))
-
-    def fbp(x, y, w_x, w_y, b_x, b_y, k: int):
-        p = (x @ w_x + b_x).float() * (y @ w_y + b_y).float()
-        z = p.reshape(p.shape[0], -1, k).sum(-1)
-        z = SignedSqrt.apply(z)
-        sq = (z * z).sum(-1, keepdim=True)
-        z = z * torch.rsqrt(torch.clamp(sq, min=NORM_FLOOR * NORM_FLOOR))
-        return z.to(x.dtype)
-
-    return fbp
 
 
 def torch_variants(torch, sets: list[dict[str, np.ndarray]], k: int, dtype: str,
@@ -58,8 +33,9 @@ def torch_variants(torch, sets: list[dict[str, np.ndarray]], k: int, dtype: str,
                           tsets, modes, sync)
     if "torch" not in impls:
         return out
+    from tools.torch_twins.fbp import fbp as eager
+
     params = [[t[name].clone().requires_grad_(True) for name in KERNEL_ARGS] for t in tsets]
-    eager = torch_twin(torch)
     twins = [("torch", eager)]
     if compile_:
         torch.compiler.reset()  # fresh guards per shape: no silent fall-back to eager
@@ -90,8 +66,10 @@ def check_twin(torch, k: int) -> float:
     m, n, o, b = 24, 16, 7, 5
     arrs = [rng.standard_normal(s).astype(np.float32) * 0.3
             for s in [(b, m), (b, n), (m, k * o), (n, k * o), (k * o,), (k * o,)]]
+    from tools.torch_twins.fbp import fbp
+
     ref = np.asarray(fbp_kernel(*map(jnp.asarray, arrs), k=k))
-    got = torch_twin(torch)(*map(torch.from_numpy, arrs), k).numpy()
+    got = fbp(*map(torch.from_numpy, arrs), k).numpy()
     return float(np.max(np.abs(ref - got)))
 
 

@@ -18,6 +18,11 @@ LENGTH_COLUMNS = [("sweep", "sweep", ""), ("fusion", "fusion", ""), ("seconds", 
                   ("frames", "frames", "d"), ("ms", "ms/step", ".1f"), ("iqr_pct", "IQR%", ".1f"),
                   ("x_first", "x first", ".2f"), ("gflop_per_sample", "GFLOP/sample", ".3f"),
                   ("am_over_g_time", "AM/G time", ".3f"), ("am_over_g_flops", "AM/G FLOPs", ".3f")]
+TWIN_COLUMNS = [("width", "width", "g"), ("dtype", "dtype", ""), ("batch", "batch", "d"),
+                ("impl", "step", ""), ("compile_s", "compile s", ".1f"),
+                ("first_call_s", "1st call s", ".1f"), ("ms", "ms/step", ".1f"),
+                ("iqr_pct", "IQR%", ".1f"), ("samples_per_s", "samples/s", ".1f"),
+                ("over_jax", "time/jax", ".2f"), ("twin_logits_rel_err", "logits err", ".1e")]
 LOADER_COLUMNS = [("in_memory", "in memory", ""), ("batch_size", "batch", "d"),
                   ("cold_batches_per_s", "cold b/s", ".1f"),
                   ("warm_batches_per_s", "warm b/s", ".1f"),
@@ -32,6 +37,8 @@ def summary(result: dict[str, Any]) -> str:
         out += [bc.format_table(result["step"], STEP_COLUMNS), ""]
     if "length" in result:
         out += [bc.format_table(result["length"], LENGTH_COLUMNS), ""]
+    if result.get("twin"):
+        out += [bc.format_table(result["twin"], TWIN_COLUMNS), ""]
     if "step" in result:
         for d in dict.fromkeys(r["dtype"] for r in result["step"]):
             peaks = [r["peak_gflops_per_s"] for r in result["step"] if r["dtype"] == d]

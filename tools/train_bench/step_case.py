@@ -60,7 +60,8 @@ class StepCase:
                                                       mesh=mesh))
         self.initial = state
         self.state = parallel.replicate(state, mesh)
-        self.batch = parallel.shard_batch(example_batch(cfg, batch_size, seconds, frames), mesh)
+        self.host_batch = example_batch(cfg, batch_size, seconds, frames)  # numpy, for twins
+        self.batch = parallel.shard_batch(self.host_batch, mesh)
         self.jitted = make_train_step(model, tx, schedule, mesh, seed=0,
                                       label_smoothing=tcfg.label_smoothing)
         if not aot:
