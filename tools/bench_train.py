@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         widths = ([float(w) for w in args.twin_widths.split(",") if w] if args.twin_widths
                   else list(dict.fromkeys([width, 1.0])))
         result["twin"] = bench_twin(
-            meshes.get(1, one), widths=widths, dtypes=dtypes, batches=batches,
+            parallel.make_mesh(1), widths=widths, dtypes=dtypes, batches=batches,
             seconds=args.seconds, frames=math.ceil(args.seconds * args.fps - 1e-6),
             compile_=args.twin_compile, notes=result["notes"], **timing)
 

@@ -54,22 +54,23 @@ def test_bench_train_loader_section_builds_a_cache_and_measures_both_modes(tmp_p
                                "steps_after_warmup": 4}
 
 
-@pytest.mark.slow
 def test_bench_train_twin_section_times_ours_and_the_twin(tmp_path):
+    """--quick, the eager twin only (the compiled twin's step is tested in
+    tests/tools/test_torch_twin_model.py and run by the device suite's dry run)."""
     pytest.importorskip("torch")
     out = tmp_path / "twin.json"
     argv = ["--quick", "--sections", "twin", "--devices", "1", "--dtypes", "f32,bf16",
-            "--twin-compile", "aot_eager", "--out", str(out)]
+            "--twin-compile", "none", "--out", str(out)]
     assert bench_train.main(argv) == 0
     rows = json.loads(out.read_text())["twin"]
     assert [(r["dtype"], r["impl"]) for r in rows] == [
-        (d, impl) for d in ("f32", "bf16") for impl in ("jax", "torch", "torch.compile")]
+        (d, impl) for d in ("f32", "bf16") for impl in ("jax", "torch")]
     for r in rows:
+        jax_row = next(j for j in rows if j["dtype"] == r["dtype"] and j["impl"] == "jax")
         assert r["width"] == 0.03 and r["batch"] == 8 and r["samples_per_s"] > 0
-        assert r["over_jax"] == pytest.approx(r["median_s"] / rows[0 if r["dtype"] == "f32"
-                                                                    else 3]["median_s"])
+        assert r["over_jax"] == pytest.approx(r["median_s"] / jax_row["median_s"])
         assert ((r["compile_s"] or 0) > 0) == (r["impl"] == "jax")
         assert (r["first_call_s"] is None) == (r["impl"] == "jax")
     # the logits check, once per width (on the first case): the twin is still a twin
-    assert all(r["twin_logits_rel_err"] <= 1e-4 for r in rows[:3])
-    assert all(r["twin_logits_rel_err"] is None for r in rows[3:])
+    assert all(r["twin_logits_rel_err"] <= 1e-4 for r in rows[:2])
+    assert all(r["twin_logits_rel_err"] is None for r in rows[2:])

@@ -123,7 +123,9 @@ def log_spectrogram(audio: torch.Tensor, audio_len: torch.Tensor,
     x = zero_invalid(x, audio_len, 1)
     window = torch.hamming_window(win, periodic=True, dtype=dtype, device=x.device)
     spectrum = torch.fft.rfft(x.unfold(1, win, hop) * window, n=cfg.n_fft)[..., : cfg.n_bins]
-    spec = torch.log(torch.clamp(spectrum.real ** 2 + spectrum.imag ** 2, min=cfg.log_floor))
+    # |X|^2 from the real view: real operations, which torch.compile fuses (complex ones it leaves)
+    power = torch.view_as_real(spectrum).square().sum(-1)
+    spec = torch.log(torch.clamp(power, min=cfg.log_floor))
     spec_len = torch.where(audio_len >= win, torch.div(audio_len - win, hop,
                                                        rounding_mode="floor") + 1, 0)
     if cfg.normalize:

@@ -12,6 +12,7 @@ table.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -116,14 +117,16 @@ def bench_twin_case(torch, device: str, mesh: Any, *, width: float, dtype: str, 
 def bench_twin(mesh: Any, *, widths: list[float], dtypes: list[str], batches: list[int],
                seconds: float, frames: int, compile_: str, rounds: int, warmup: int,
                notes: list[str]) -> list[dict[str, Any]]:
-    """Section "twin": every width x dtype x batch on one device (jax's device; torch's match)."""
+    """Section "twin": every width x dtype x batch on one device (`mesh` has one; torch uses
+    the same kind of device)."""
     from tools.fbp_bench.torch_twin import torch_device_for
 
     torch, device = torch_device_for(jax.default_backend(), notes)
     if torch is None:
         return []
     notes.append(f"twin: torch {torch.__version__} on {device}, {torch.get_num_threads()} "
-                 f"threads; torch.compile backend {compile_}")
+                 f"threads; torch.compile backend {compile_}; XLA_FLAGS "
+                 f"{os.environ.get('XLA_FLAGS', '')!r}")
     rows = []
     for width in widths:
         state = None
