@@ -58,7 +58,7 @@ def test_dry_run_produces_every_section(tmp_path):
     assert {(r["member"], r["mode"]) for r in fusion["rows"]} == {
         (name, mode) for name in FAMILY for mode in ("fwd", "fwd+bwd")}
     assert all(_positive(r["ms"]) and _positive(r["floor_ms"]) and "ours" in
-               r["max_rel_error_vs_twin"] for r in fusion["rows"])
+               r["error_vs_twin"] for r in fusion["rows"])
     assert not fusion["errors"] and not fusion["skipped"]
 
     train = s["train"]

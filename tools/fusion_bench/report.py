@@ -15,19 +15,21 @@ COLUMNS = [("member", "member", ""), ("mode", "mode", ""), ("dtype", "dtype", ""
            ("torch_ms", "torch ms", ".3f"), ("torch_over_ours", "torch/ours", ".2f"),
            ("torch_compile_ms", "compile ms", ".3f"),
            ("compile_over_ours", "compile/ours", ".2f"),
-           ("ours_error", "ours err", ".0e")]
+           ("ours_error", "ours err", ".0e"), ("unchecked", "unchecked", "d")]
 
 
 def report(result: dict[str, Any], markdown: bool = False) -> str:
     """The rows as a table, then the GEMM peaks, the bandwidth, the counting rules and notes."""
-    rows = [dict(r, ours_error=r["max_rel_error_vs_twin"].get("ours")) for r in result["rows"]]
+    rows = [dict(r, ours_error=r["error_vs_twin"].get("ours"), unchecked=len(r["unchecked_arrays"]))
+            for r in result["rows"]]
     table = (bc.markdown_table if markdown else bc.format_table)(rows, COLUMNS)
     inputs = result["inputs"]
     out = [f"inputs m={inputs['m']}, n={inputs['n']}; ms: our module (jitted, deterministic);"
            " floor: its GEMMs (MCB: and FFTs) alone in XLA; phys: max(FLOPs / GEMM peak,"
            " bytes / bandwidth); torch, compile: the PyTorch twin eager and torch.compile'd;"
-           " ours err: ours against the twin in float64 (max |diff| / max |reference| over the"
-           " output and every gradient; the JSON has every variant's)", table, ""]
+           " ours err: ours against the twin in float64, the largest norm-wise relative error"
+           " over the output and every gradient that rounding noise leaves decidable"
+           " (unchecked: how many do not; tools/fusion_bench/agreement.py)", table, ""]
     for dtype in dict.fromkeys(r["dtype"] for r in rows):
         sel = [r for r in rows if r["dtype"] == dtype]
         peaks = {lib: max(r["gemm_peaks_gflops_per_s"][lib] for r in sel)

@@ -1,6 +1,6 @@
 """The members' PyTorch reference transcriptions, loaded with our parameters behind one interface
-(`Twin`): FBP's twin (tools/fbp_bench/torch_twin.py), block.bootstrap's fusions
-(tools/torch_twins/mfh_mcb.py, block_fusions.py) and TFN / LMF (tensor_fusion.py).
+(`Twin`): tools/torch_twins/fbp.py (FBP), mfh_mcb.py and block_fusions.py (block.bootstrap's
+fusions) and tensor_fusion.py (TFN, LMF).
 
 A builder takes (torch, settings, m, n, params, device, dtype): the member's settings as in the
 model config, the input sizes, our Flax parameters (float32 numpy), the torch device and the
@@ -29,11 +29,10 @@ class Twin:
 
 
 def fbp(torch, s: dict[str, Any], m: int, n: int, params: Any, device: str, dtype) -> Twin:
-    """tools/fbp_bench's twin of ops.fbp on our w_x, w_y, b_x, b_y."""
-    from tools.fbp_bench.torch_twin import torch_twin
+    """tools/torch_twins/fbp.py's twin of ops.fbp on our w_x, w_y, b_x, b_y."""
+    from tools.torch_twins.fbp import fbp as f
 
     del m, n
-    f = torch_twin(torch)
     p = {name: torch.tensor(np.asarray(v), device=device, dtype=dtype, requires_grad=True)
          for name, v in params.items()}
     return Twin(lambda x, y: f(x, y, p["w_x"], p["w_y"], p["b_x"], p["b_y"], s["k"]),
