@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from avfbp_jax.models.config import FUSION_TYPES, model_config, tiny_model_config
+from avfbp_jax.models.config import FUSION_OPS, FUSION_TYPES, model_config, tiny_model_config
+from avfbp_jax.models.fusion import fixed_param_paths
 from avfbp_jax.models.model import AVModel
 from avfbp_jax.train import optimizer, parallel
 from avfbp_jax.train.config import train_config
@@ -90,8 +91,9 @@ def _check(cfg, batch, grads: bool = True):
             tol = max(REL * np.max(np.abs(ref64)), 2 * np.max(np.abs(ref32 - ref64)),
                       REL * 1e-4 * scale)
             assert np.max(np.abs(g - ref64)) <= tol, path
-        else:  # not trainable in the twin: the frozen FER encoder, zero gradient in ours
-            assert path.startswith("video/encoder/") and not np.any(g), path
+        else:  # not trained: the frozen FER encoder, MCB's sketches; zero gradient in ours
+            assert path.startswith(("video/encoder/", *fixed_param_paths(cfg))), path
+            assert not np.any(g), path
 
 
 def test_amfbp_logits_and_gradients_equal_ours():
@@ -103,6 +105,15 @@ def test_amfbp_logits_and_gradients_equal_ours():
 @pytest.mark.parametrize("fusion", [f for f in FUSION_TYPES if f != "amfbp"])
 def test_every_fusion_equals_ours(fusion):
     cfg = tiny_model_config(fusion)
+    _check(cfg, _labelled(varied_batch(cfg)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("op", [op for op in FUSION_OPS if op != "fbp"])
+def test_am_family_equals_ours(op):
+    """AM-FBP's construction around every other member (AM-MFH, ...): the op applied to the
+    [B, N, d] trunk vectors as well as the global ones."""
+    cfg = tiny_model_config("amfbp", fusion_op=op)
     _check(cfg, _labelled(varied_batch(cfg)))
 
 

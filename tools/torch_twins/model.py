@@ -14,6 +14,11 @@ the parts that ours computes in float32 (spectrogram, LRN, attention weights and
 AG-FBP weights, FBP after its projections, the logits) are computed in float32 there too.
 Dropout (FBP products, classifier inputs) follows the module's train()/eval() mode.
 
+Every fusion type is twinned: a member of the bilinear family (global, or inside AG/AM-FBP's
+construction through fusion_op) is its reference transcription from tools/torch_twins
+(block.bootstrap's MFH, MLB, MUTAN, Tucker, BLOCK, MCB; TFN and LMF), named as our module; MCB's
+count-sketch buffers load from, and read back as, our fixed parameters sketch_x/sketch_y.
+
 The frozen FER encoder (video.encoder "fer") is twinned too, features only: its classifier
 convolution, which ours evaluates and discards, is not loaded (`UNUSED`).
 """
@@ -31,8 +36,13 @@ from torch import nn
 from avfbp_jax.data.cache import PCM_SCALE
 from avfbp_jax.models import fer
 from avfbp_jax.models.audio import scaled_channels
+from avfbp_jax.models.config import ADAPTIVE_FUSIONS, FUSION_TYPES
+from avfbp_jax.models.fusion import output_scale
 from avfbp_jax.models.model import uses_audio, uses_video
+from tools.torch_twins.block_fusions import MLB, Block, Mutan, Tucker
 from tools.torch_twins.fbp import fbp, full_precision
+from tools.torch_twins.mfh_mcb import TorchMCB, TorchMFH
+from tools.torch_twins.tensor_fusion import LMFFusion, TFNFusion
 
 # Flax parameter subtrees the twin does not hold: what the model computes and never uses.
 UNUSED = ("video/encoder/classifier",)
@@ -343,19 +353,59 @@ class FBP(nn.Module):
                    self.training)
 
 
-class AdaptiveFBP(nn.Module):
-    """AG-FBP: (w_a, w_v) = softmax(MLP([c_a; c_v])), FBP(w_a c_a, w_v c_v); any leading shape."""
+# block.bootstrap's members: constructor (input_dims, **model.fusion_ops.<op>), forward([x, y]).
+BLOCK_STYLE = {"mfh": TorchMFH, "mlb": MLB, "mutan": Mutan, "tucker": Tucker, "block": Block,
+               "mcb": TorchMCB}
 
-    def __init__(self, m: int, n: int, hidden: int, k: int, o: int, dropout: float):
+
+def op_module(cfg: ml_collections.ConfigDict, op: str, m: int, n: int) -> nn.Module:
+    """The twin of fusion op `op` (one of FUSION_OPS) over inputs of m and n features: FBP, or a
+    family member's reference transcription built from its group model.fusion_ops.<op>."""
+    if op == "fbp":
+        return FBP(m, n, cfg.fbp_k, cfg.fbp_o, cfg.fbp_dropout)
+    s = cfg.fusion_ops[op].to_dict()
+    if op == "tfn":
+        return TFNFusion(m, n, s["post_fusion_dim"], s["output_dim"], s["post_fusion_dropout"])
+    if op == "lmf":
+        return LMFFusion(m, n, s["output_dim"], s["rank"])
+    return BLOCK_STYLE[op]([m, n], **s)
+
+
+def op_output_dim(cfg: ml_collections.ConfigDict, op: str) -> int:
+    return cfg.fbp_o if op == "fbp" else cfg.fusion_ops[op].output_dim
+
+
+def call_op(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """module's output on x [..., m], y [..., n]. The references are written for [B, d] (and
+    block.bootstrap's take the pair as one argument), so leading axes are flattened; MCB's
+    count sketches and FFTs get float32 or wider inputs, as ours compute them."""
+    lead = x.shape[:-1]
+    x, y = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
+    if isinstance(module, (FBP, TFNFusion, LMFFusion)):
+        out = module(x, y)
+    else:
+        if isinstance(module, TorchMCB):
+            x, y = full_precision(x), full_precision(y)
+        out = module([x, y])
+    return out.reshape(*lead, out.shape[-1])
+
+
+class Adaptive(nn.Module):
+    """AG-FBP's construction around fusion op `op`: (w_a, w_v) = softmax(MLP([c_a; c_v])),
+    op(w_a c_a, w_v c_v); any leading shape. The op is an attribute named `op`, as in ours."""
+
+    def __init__(self, cfg: ml_collections.ConfigDict, op: str, m: int, n: int):
         super().__init__()
-        self.weights_hidden = nn.Linear(m + n, hidden)
-        self.weights_out = nn.Linear(hidden, 2)
-        self.fbp = FBP(m, n, k, o, dropout)
+        self.op = op
+        self.weights_hidden = nn.Linear(m + n, cfg.adaptive_hidden)
+        self.weights_out = nn.Linear(cfg.adaptive_hidden, 2)
+        self.add_module(op, op_module(cfg, op, m, n))
 
     def forward(self, c_a: torch.Tensor, c_v: torch.Tensor):
         h = torch.tanh(self.weights_hidden(torch.cat([c_a, c_v], -1)))
         weights = torch.softmax(full_precision(self.weights_out(h)), -1)
-        return self.fbp(c_a * weights[..., :1], c_v * weights[..., 1:]), weights
+        z = call_op(getattr(self, self.op), c_a * weights[..., :1], c_v * weights[..., 1:])
+        return z, weights
 
 
 class FusionHead(nn.Module):
@@ -365,8 +415,6 @@ class FusionHead(nn.Module):
         super().__init__()
         self.cfg = cfg
         k = cfg.num_classes
-        adaptive = (audio_dim, video_dim, cfg.adaptive_hidden, cfg.fbp_k, cfg.fbp_o,
-                    cfg.fbp_dropout)
         if cfg.fusion in ("audio", "video"):
             self.classifier = nn.Linear(audio_dim if cfg.fusion == "audio" else video_dim, k)
         elif cfg.fusion == "late":
@@ -375,16 +423,18 @@ class FusionHead(nn.Module):
         elif cfg.fusion == "concat":
             self.hidden = nn.Linear(audio_dim + video_dim, cfg.head_hidden)
             self.classifier = nn.Linear(cfg.head_hidden, k)
-        elif cfg.fusion == "gfbp":
-            self.fbp = FBP(audio_dim, video_dim, cfg.fbp_k, cfg.fbp_o, cfg.fbp_dropout)
-            self.classifier = nn.Linear(cfg.fbp_o, k)
-        elif cfg.fusion == "agfbp":
-            self.agfbp = AdaptiveFBP(*adaptive)
-            self.classifier = nn.Linear(cfg.fbp_o, k)
-        elif cfg.fusion == "amfbp":
-            self.agfbp = AdaptiveFBP(*adaptive)
-            self.trunk_agfbp = AdaptiveFBP(*adaptive)
-            self.classifier = nn.Linear(2 * cfg.fbp_o, k)
+        elif cfg.fusion in ADAPTIVE_FUSIONS:
+            self.op = cfg.fusion_op
+            self.agfbp = Adaptive(cfg, self.op, audio_dim, video_dim)
+            levels = 1
+            if cfg.fusion == "amfbp":
+                self.trunk_agfbp = Adaptive(cfg, self.op, audio_dim, video_dim)
+                levels = 2
+            self.classifier = nn.Linear(levels * op_output_dim(cfg, self.op), k)
+        elif cfg.fusion in FUSION_TYPES:  # a global bilinear head: gfbp or a family member
+            self.op = "fbp" if cfg.fusion == "gfbp" else cfg.fusion
+            self.add_module(self.op, op_module(cfg, self.op, audio_dim, video_dim))
+            self.classifier = nn.Linear(op_output_dim(cfg, self.op), k)
         else:
             raise ValueError(f"fusion: the twin has no fusion {cfg.fusion!r}")
 
@@ -395,7 +445,6 @@ class FusionHead(nn.Module):
         cfg = self.cfg
         c_a = None if audio is None else attention_pool(audio)
         c_v = None if video is None else attention_pool(video)
-        scale = cfg.fbp_o ** 0.5
         if cfg.fusion == "audio":
             logits = self.classify(self.classifier, c_a)
         elif cfg.fusion == "video":
@@ -406,14 +455,14 @@ class FusionHead(nn.Module):
         elif cfg.fusion == "concat":
             h = F.relu(self.hidden(torch.cat([c_a, c_v], -1)))
             logits = self.classify(self.classifier, h)
-        elif cfg.fusion == "gfbp":
-            logits = self.classify(self.classifier, scale * self.fbp(c_a, c_v))
-        elif cfg.fusion == "agfbp":
-            logits = self.classify(self.classifier, scale * self.agfbp(c_a, c_v)[0])
-        else:  # amfbp
-            z = self.agfbp(c_a, c_v)[0]
-            logits = self.classify(self.classifier,
-                                   scale * torch.cat([z, self.trunks(audio, video)], -1))
+        else:
+            if cfg.fusion in ADAPTIVE_FUSIONS:
+                z = self.agfbp(c_a, c_v)[0]
+                if cfg.fusion == "amfbp":
+                    z = torch.cat([z, self.trunks(audio, video)], -1)
+            else:
+                z = call_op(getattr(self, self.op), c_a, c_v)
+            logits = self.classify(self.classifier, output_scale(cfg, self.op) * z)
         return full_precision(logits)
 
     def trunks(self, audio: Attended, video: Attended) -> torch.Tensor:
@@ -458,18 +507,28 @@ def to_torch(batch: dict[str, np.ndarray], device: str | torch.device = "cpu"
 # --- parameters ----------------------------------------------------------------------------
 
 
-def _layout(module: nn.Module, name: str) -> tuple[str, object, object]:
-    """(Flax leaf name, Flax -> torch, torch -> Flax) of parameter `name` of `module`."""
+def _layout(twin: nn.Module, owner: str, name: str) -> tuple[str, object, object]:
+    """(Flax leaf name, Flax -> torch, torch -> Flax) of tensor `name` of submodule `owner`."""
     def same(a):
         return a
 
+    module = twin.get_submodule(owner)
+    parent = twin.get_submodule(owner.rpartition(".")[0])
+    if isinstance(parent, TFNFusion) and owner.endswith("post_fusion_layer_1") and name == "weight":
+        # Flax [m+1, n+1, out] (the outer product's two axes), torch [out, (m+1)(n+1)]
+        return "kernel", (lambda a: np.moveaxis(a, -1, 0).reshape(a.shape[-1], -1)), (
+            lambda t: t.reshape(t.shape[0], *parent.fused_shape).permute(1, 2, 0))
     if isinstance(module, nn.Linear) and name == "weight":  # Flax [in, out], torch [out, in]
         return "kernel", (lambda a: a.T), (lambda a: a.T)
+    if isinstance(module, nn.Bilinear) and name == "weight":  # [in1, in2, out], [out, in1, in2]
+        return "kernel", (lambda a: np.moveaxis(a, -1, 0)), (lambda t: t.permute(1, 2, 0))
     if isinstance(module, nn.Conv2d) and name == "weight":  # [kh, kw, in, out], [out, in, kh, kw]
         return "kernel", (lambda a: a.transpose(3, 2, 0, 1)), (lambda a: a.permute(2, 3, 1, 0))
     if isinstance(module, nn.LayerNorm) and name == "weight":
         return "scale", same, same
-    return name, same, same  # biases; FBP and FrozenBatchNorm keep Flax's names and layout
+    if isinstance(module, TorchMCB):  # buffers h_x, s_x: our parameter sketch_x {h, s}, float32
+        return f"sketch_{name[-1]}/{name[0]}", same, (lambda t: t.to(torch.float32))
+    return name, same, same  # biases; FBP, LMF and FrozenBatchNorm keep Flax's names and layout
 
 
 def _flat(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
@@ -480,12 +539,30 @@ def _flat(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
     return out
 
 
+def _scope(owner: str) -> str:
+    """A torch module path as a Flax scope: "fusion.block.merge_linears0.3" (an nn.ModuleList
+    item) is "fusion/block/merge_linears0_3"."""
+    parts: list[str] = []
+    for part in owner.split(".") if owner else []:
+        if part.isdigit():
+            parts[-1] += f"_{part}"
+        else:
+            parts.append(part)
+    return "/".join(parts)
+
+
 def _pairs(twin: nn.Module):
-    """(Flax path, torch parameter, Flax -> torch, torch -> Flax) for every twin parameter."""
-    for name, param in twin.named_parameters():
+    """(Flax path, torch tensor, Flax -> torch, torch -> Flax) for every twin parameter, and the
+    buffers ours keeps as (fixed) parameters: MCB's count sketches. BLOCK's empty last chunk
+    (a zero-size layer) has no Flax counterpart."""
+    fixed = [(name, b) for name, b in twin.named_buffers()
+             if isinstance(twin.get_submodule(name.rpartition(".")[0]), TorchMCB)]
+    for name, tensor in [*twin.named_parameters(), *fixed]:
+        if not tensor.numel():
+            continue
         owner, leaf = name.rpartition(".")[::2]
-        flax_leaf, to_torch_, to_flax = _layout(twin.get_submodule(owner), leaf)
-        yield f"{owner.replace('.', '/')}/{flax_leaf}", param, to_torch_, to_flax
+        flax_leaf, to_torch_, to_flax = _layout(twin, owner, leaf)
+        yield f"{_scope(owner)}/{flax_leaf}", tensor, to_torch_, to_flax
 
 
 @torch.no_grad()

@@ -32,6 +32,7 @@ class TFNFusion(nn.Module):
                  post_fusion_prob: float):
         super().__init__()
         self.post_fusion_prob = post_fusion_prob
+        self.fused_shape = (x_dim + 1, y_dim + 1)  # the outer product's axes, before flattening
         self.post_fusion_dropout = nn.Dropout(p=post_fusion_prob)
         self.post_fusion_layer_1 = nn.Linear((x_dim + 1) * (y_dim + 1), post_fusion_dim)
         self.post_fusion_layer_2 = nn.Linear(post_fusion_dim, post_fusion_dim)
