@@ -8,7 +8,9 @@ Trains get_config(VARIANT) of the --config file (variants are free strings passe
 (variant, seed) into OUT/<variant>-s<seed>, with the overrides applied and config.seed set (a
 finished run is reused and an unfinished one resumed, both only if made with the same settings),
 then writes OUT/table.md and OUT/table.json with the mean and standard deviation of validation
-and test WA / UA over the seeds.
+and test WA / UA over the seeds, the model's trainable parameter count (read from the first seed's
+checkpoint; frozen parts such as MCB's sketches and a pretrained encoder left out) and the mean
+training time and train-step samples/s.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ import os
 import sys
 from typing import Any
 
+import jax
 import ml_collections
 import numpy as np
 
 from avfbp_jax import atomic
-from avfbp_jax.train import checkpoint
+from avfbp_jax.models.model import frozen_paths
+from avfbp_jax.train import checkpoint, optimizer
 from avfbp_jax.train.config import RunSetupError
 from avfbp_jax.train.experiment import apply_overrides, load_config_file
 from avfbp_jax.train.loop import METRICS_FILE, train_and_evaluate
@@ -43,29 +47,43 @@ def run_one(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         return json.load(f)
 
 
-def summarise(results: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def trainable_params(workdir: str) -> int:
+    """Trainable parameters of the model saved in workdir (its frozen paths left out)."""
+    params, config = checkpoint.load_for_inference(workdir)
+    labels = optimizer.trainable_labels(params, (*config.train.frozen,
+                                                 *frozen_paths(config.model)))
+    return int(sum(np.size(p) for p, label in zip(jax.tree.leaves(params),
+                                                  jax.tree.leaves(labels))
+                   if label == "trainable"))
+
+
+def summarise(results: dict[str, list[dict[str, Any]]], params: dict[str, int]
+              ) -> dict[str, Any]:
     """Per variant: mean, standard deviation and values (in %) of val/test WA/UA over its runs,
-    and the mean training time."""
+    its parameter count, and the mean training time and train-step samples/s."""
     table = {}
     for variant, runs in results.items():
-        row: dict[str, Any] = {"seeds": len(runs)}
+        row: dict[str, Any] = {"seeds": len(runs), "params": params[variant]}
         for split in ("val", "test"):
             for key in ("wa", "ua"):
                 values = np.array([100 * r[split][key] for r in runs])
                 row[f"{split}_{key}"] = {"mean": float(values.mean()), "std": float(values.std()),
                                          "values": values.tolist()}
         row["train_time_s"] = float(np.mean([r["train_time_s"] for r in runs]))
+        row["samples_per_s"] = float(np.mean([r["throughput"]["samples_per_s"] for r in runs]))
         table[variant] = row
     return table
 
 
 def markdown(table: dict[str, Any], command: str) -> str:
-    lines = ["| variant | val WA | val UA | test WA | test UA | train s |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| variant | val WA | val UA | test WA | test UA | params | train s | samples/s |",
+             "|---|---|---|---|---|---|---|---|"]
     for variant, row in table.items():
         cells = [f"{row[k]['mean']:.1f} ± {row[k]['std']:.1f}"
                  for k in ("val_wa", "val_ua", "test_wa", "test_ua")]
-        lines.append(f"| {variant} | " + " | ".join(cells) + f" | {row['train_time_s']:.0f} |")
+        cells += [f"{row['params']:,}", f"{row['train_time_s']:.0f}",
+                  f"{row['samples_per_s']:.1f}"]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     seeds = max(row["seeds"] for row in table.values())
     lines.append("")
     lines.append(f"Mean ± standard deviation over {seeds} seed(s), accuracy in %. Reproduce with "
@@ -110,18 +128,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"run_table: error: {e}", file=sys.stderr)
         return 2
     results: dict[str, list[dict[str, Any]]] = {}
+    params: dict[str, int] = {}
     for variant in variants:
         for seed in seeds:
             print(f"=== {variant}, seed {seed} ===", flush=True)
             config = _load(f"{args.config}:{variant}", overrides)
             config.seed = seed
+            workdir = os.path.join(args.out, f"{variant}-s{seed}")
             try:
-                results.setdefault(variant, []).append(
-                    run_one(config, os.path.join(args.out, f"{variant}-s{seed}")))
+                results.setdefault(variant, []).append(run_one(config, workdir))
             except RunSetupError as e:
                 print(f"run_table: error: {e}", file=sys.stderr)
                 return 2
-    table = summarise(results)
+            if variant not in params:
+                params[variant] = trainable_params(workdir)
+    table = summarise(results, params)
     os.makedirs(args.out, exist_ok=True)
     atomic.write_json(os.path.join(args.out, "table.json"), table, indent=2, sort_keys=True)
     text = markdown(table, " ".join(["python3 -m tools.run_table", *argv]))

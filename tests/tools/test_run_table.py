@@ -25,6 +25,18 @@ def _experiment(tmp_path, cache_dir: str) -> str:
     return str(path)
 
 
+def _param_count(config) -> int:
+    """Parameters of config's model, from its abstract init (no training, no checkpoint)."""
+    import jax
+    import numpy as np
+
+    from avfbp_jax.models.model import AVModel, example_batch
+
+    batch = example_batch(config.model, 1, seconds=2.0, num_frames=8)
+    shapes = jax.eval_shape(lambda b: AVModel(config.model).init(jax.random.PRNGKey(0), b), batch)
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(shapes["params"]))
+
+
 def test_bad_variant_or_override_fails_before_training(tmp_path, capsys):
     config = _experiment(tmp_path, str(tmp_path / "no-cache"))
     out = tmp_path / "out"
@@ -54,11 +66,16 @@ def test_table_over_variants_and_seeds_reuses_finished_runs(tmp_path, capsys):
     assert sorted(os.listdir(out)) == ["audio-s0", "gfbp-s0", "table.json", "table.md"]
     table = json.loads((out / "table.json").read_text())
     assert set(table) == {"gfbp", "audio"}
-    for row in table.values():
+    for variant, row in table.items():
         assert row["seeds"] == 1 and len(row["test_wa"]["values"]) == 1
         assert 0 <= row["val_wa"]["mean"] <= 100 and row["val_wa"]["std"] == 0
+        with open(out / f"{variant}-s0" / "metrics.json") as f:
+            assert row["samples_per_s"] == json.load(f)["throughput"]["samples_per_s"] > 0
+        assert row["params"] == _param_count(run_table._load(f"{config}:{variant}", []))
+    assert table["gfbp"]["params"] > table["audio"]["params"]
     md = (out / "table.md").read_text()
-    assert md.startswith("| variant | val WA |") and "| gfbp | " in md and "| audio | " in md
+    assert md.startswith("| variant | val WA |") and "| params | train s | samples/s |" in md
+    assert "| gfbp | " in md and f" | {table['gfbp']['params']:,} | " in md
     assert f"`python3 -m tools.run_table {' '.join(argv)}`" in md
     with open(out / "gfbp-s0" / "config.json") as f:
         assert json.load(f)["seed"] == 0
